@@ -1,0 +1,189 @@
+"""Corpus stage: pubget extraction on a PMC XML fixture, NiMARE's bundled studyset, QC."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from nimare.utils import tal2mni
+
+import pubget
+from mnm import corpus
+from mnm.corpus import QCLog, clean_corpus, load_nimare_studyset, run_pubget
+
+from pmc_fixture import MNI_PEAKS, TAL_PEAKS, write_pmc_download
+
+
+def _accounting_holds(qc: QCLog, level: str, kept: int) -> bool:
+    table = qc.to_frame()
+    n_input = table.loc[(table.level == level) & (table.reason == "input"), "count"].sum()
+    return n_input == kept + qc.dropped(level)
+
+
+@pytest.fixture(scope="module")
+def pubget_tables(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("pubget")
+    write_pmc_download(data_dir)
+    qc = QCLog()
+    extracted = run_pubget(None, data_dir, qc, download=False)
+    raw_articles, raw_peaks = corpus.load_pubget_extracted(extracted)
+    articles, peaks = clean_corpus(raw_articles, raw_peaks, qc)
+    return data_dir, qc, articles, peaks
+
+
+def test_pubget_fixture_articles_row_by_row(pubget_tables):
+    data_dir, qc, articles, _ = pubget_tables
+    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002"]
+    assert articles["pmcid"].tolist() == [1001, 1002]
+    assert articles["pmid"].tolist() == [9001, 9002]
+    assert articles["doi"].tolist() == ["10.1000/fixture.1001", "10.1000/fixture.1002"]
+    assert articles["year"].tolist() == [2019, 2020]
+    assert articles.loc[0, "title"] == "Prefrontal cortex supports working memory updating"
+    assert "n-back task" in articles.loc[0, "abstract"]
+    assert "SPM12" in articles.loc[0, "body"]
+    assert (articles["source"] == "pubget").all()
+    assert list(articles.columns) == corpus.ARTICLE_COLUMNS
+
+
+def test_pubget_fixture_peaks_with_tal_converted(pubget_tables):
+    _, _, _, peaks = pubget_tables
+    mni = peaks[peaks.article_id == "PMC1001"][["x", "y", "z"]].to_numpy()
+    np.testing.assert_allclose(mni, np.array(MNI_PEAKS))
+    tal = peaks[peaks.article_id == "PMC1002"][["x", "y", "z"]].to_numpy()
+    np.testing.assert_allclose(tal, tal2mni(np.array(TAL_PEAKS)), rtol=0, atol=1e-9)
+    assert not np.allclose(tal, np.array(TAL_PEAKS))  # the transform did something
+    assert (peaks["table_id"] == "tbl1").all()
+    assert list(peaks.columns) == corpus.PEAK_COLUMNS
+
+
+def test_pubget_fixture_qc(pubget_tables):
+    data_dir, qc, _, peaks = pubget_tables
+    table = qc.to_frame()
+    corrupt = table[table.reason == "dropped: corrupt articleset"]
+    assert corrupt["count"].tolist() == [1]
+    assert "articleset_00001.xml" in corrupt["detail"].iloc[0]
+    # set aside, not deleted
+    assert (data_dir / "query_fixture" / "corrupt_articlesets" / "articleset_00001.xml").is_file()
+    no_peaks = table[(table.level == "article") & (table.reason == "dropped: no peaks")]
+    assert no_peaks["count"].tolist() == [1]  # PMC1003 has no coordinate table
+    tal = table[table.reason == "converted: TAL to MNI (Lancaster)"]
+    assert tal["count"].tolist() == [2]
+    assert _accounting_holds(qc, "article", 2)
+    assert _accounting_holds(qc, "peak", len(peaks))
+
+
+def test_pubget_download_path_incomplete_is_not_failure(tmp_path, monkeypatch, caplog):
+    """The online path: pubget's download (mocked, no network) -> extraction -> tables."""
+    secret = "not-a-real-key-123"
+    monkeypatch.setenv("NCBI_API_KEY", secret)
+    seen = {}
+
+    def fake_download(query, data_dir, n_docs=None, api_key=None):
+        seen.update(query=query, api_key=api_key, n_docs=n_docs)
+        return write_pmc_download(Path(data_dir)), pubget.ExitCode.INCOMPLETE
+
+    monkeypatch.setattr(pubget, "download_query_results", fake_download)
+    out = {k: tmp_path / f"{k}.parquet" for k in ("articles", "peaks", "qc")}
+    with caplog.at_level(logging.DEBUG):
+        articles, peaks, qc = corpus.build_corpus(
+            {"source": "pubget", "pubget": {"query": "fMRI", "n_docs": 3, "n_jobs": 1}},
+            out["articles"], out["peaks"], out["qc"], resources_dir=tmp_path,
+        )
+    assert seen == {"query": "fMRI", "api_key": secret, "n_docs": 3}
+    assert secret not in caplog.text
+    assert len(articles) == 2 and len(peaks) == 5
+    for path in out.values():
+        assert path.is_file() and secret not in path.read_bytes().decode("latin-1")
+    assert pd.read_parquet(out["qc"])["count"].sum() == qc["count"].sum()
+
+
+def test_pubget_dir_source(tmp_path):
+    write_pmc_download(tmp_path / "pubget")
+    run_pubget(None, tmp_path / "pubget", QCLog(), download=False)
+    out = [tmp_path / f"{k}.parquet" for k in ("a", "p", "q")]
+    articles, peaks, _ = corpus.build_corpus(
+        {"source": "pubget_dir", "pubget_dir": str(tmp_path / "pubget")}, *out)
+    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002"]
+    assert len(peaks) == 5
+
+
+def test_nimare_bundled_accounting():
+    raw_articles, raw_peaks = load_nimare_studyset()
+    assert len(raw_articles) == 320 and len(raw_peaks) == 9492
+    qc = QCLog()
+    articles, peaks = clean_corpus(raw_articles, raw_peaks, qc)
+    assert len(articles) == 320
+    assert _accounting_holds(qc, "peak", len(peaks))
+    assert _accounting_holds(qc, "article", len(articles))
+    # TAL peaks were converted (NiMARE's own function), not dropped
+    is_tal = (raw_peaks.space == "TAL").to_numpy()
+    assert is_tal.sum() == 1159
+    expected = tal2mni(raw_peaks.loc[is_tal, ["x", "y", "z"]].to_numpy())
+    merged = peaks.merge(raw_peaks[is_tal].assign(row=np.arange(is_tal.sum())),
+                         on=["article_id", "table_id"], suffixes=("", "_raw"))
+    assert len(merged) > 0
+    # every kept peak lies within the configured distance of the brain
+    assert (corpus.distance_to_brain_mm(peaks[["x", "y", "z"]].to_numpy()) <= 10).all()
+    converted = peaks[peaks.table_id.isin(raw_peaks.table_id[is_tal])][["x", "y", "z"]]
+    # each converted peak equals one row of NiMARE's conversion
+    hits = (np.abs(converted.to_numpy()[:, None, :] - expected[None]).max(-1) < 1e-9).any(1)
+    assert hits.all()
+
+
+def _toy_tables():
+    articles = pd.DataFrame({
+        "article_id": ["a", "b", "c", "d", "e"],
+        "pmcid": pd.array([1, 1, 2, 3, pd.NA], dtype="Int64"),
+        "pmid": pd.array([pd.NA] * 5, dtype="Int64"),
+        "doi": None, "title": ["t"] * 5,
+        "abstract": ["x", "x", "x", "  ", "x"], "body": None, "keywords": None,
+        "journal": None, "year": pd.array([pd.NA] * 5, dtype="Int64"), "source": "toy",
+    })
+    peaks = pd.DataFrame({
+        "article_id": ["a", "b", "c", "c", "c", "d", "e", "zz"],
+        "table_id": ["1"] * 8,
+        "x": [0.0, 0.0, np.nan, 10.0, 150.0, 0.0, 20.0, 0.0],
+        "y": [0.0] * 8, "z": [10.0] * 8,
+        "space": ["MNI", "MNI", "MNI", "UNKNOWN", "MNI", "MNI", "OTHER", "MNI"],
+    })
+    return articles, peaks
+
+
+def test_clean_corpus_rules_and_accounting():
+    articles, peaks = _toy_tables()
+    qc = QCLog()
+    kept_articles, kept_peaks = clean_corpus(articles, peaks, qc, unknown_space="drop")
+    table = qc.to_frame().set_index(["level", "reason"])["count"]
+    assert table[("article", "dropped: duplicate article")] == 1  # b duplicates a's pmcid
+    assert table[("peak", "dropped: no matching article")] == 1  # zz
+    assert table[("peak", "dropped: non-finite coordinate")] == 1
+    assert table[("peak", "dropped: outside the brain")] == 1  # x=150
+    assert table[("peak", "dropped: unknown space")] == 2
+    assert table[("article", "dropped: no abstract")] == 1  # d
+    assert table[("article", "dropped: no peaks")] == 2  # c (all 3 peaks dropped), e (OTHER)
+    assert kept_articles["article_id"].tolist() == ["a"]
+    assert _accounting_holds(qc, "article", len(kept_articles))
+    assert _accounting_holds(qc, "peak", len(kept_peaks))
+
+
+def test_clean_corpus_unknown_space_kept_as_mni():
+    articles, peaks = _toy_tables()
+    qc = QCLog()
+    kept_articles, kept_peaks = clean_corpus(articles, peaks, qc, unknown_space="mni")
+    assert set(kept_articles["article_id"]) == {"a", "c", "e"}
+    assert qc.to_frame().set_index("reason")["count"]["kept: unknown space treated as MNI"] == 2
+    assert _accounting_holds(qc, "peak", len(kept_peaks))
+
+
+def test_clean_corpus_bad_option_names_key():
+    articles, peaks = _toy_tables()
+    with pytest.raises(ValueError, match="corpus.unknown_space"):
+        clean_corpus(articles, peaks, QCLog(), unknown_space="tal")
+
+
+def test_missing_studyset_table_names_file(tmp_path):
+    with pytest.raises(corpus.CorpusError, match="studies.parquet"):
+        load_nimare_studyset(tmp_path)

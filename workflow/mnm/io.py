@@ -1,0 +1,157 @@
+"""Atomic writes and vector <-> Parquet helpers shared by every stage.
+
+Every output of the pipeline goes through these functions so that a killed job never
+leaves a half-written file behind: data are written to a temporary file in the target
+folder and moved into place with :func:`os.replace`, which is atomic on POSIX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = [
+    "atomic_path",
+    "write_parquet",
+    "read_parquet",
+    "write_matrix",
+    "read_matrix",
+    "matrix_from_column",
+    "vectors_to_arrow",
+    "save_nifti",
+    "setup_logging",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    Parameters
+    ----------
+    path : path-like
+        Final destination. Parent folders are created.
+    suffix : str, optional
+        Suffix of the temporary file (some writers infer the format from it,
+        e.g. ``.nii.gz``). Defaults to the destination's full suffix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def vectors_to_arrow(matrix: np.ndarray) -> pa.Array:
+    """Convert a 2D array to an Arrow ``list<float32>`` array (one list per row)."""
+    matrix = np.ascontiguousarray(np.asarray(matrix, dtype=np.float32))
+    if matrix.ndim != 2:
+        raise ValueError(f"expected a 2D matrix, got shape {matrix.shape}")
+    n, d = matrix.shape
+    offsets = np.arange(0, (n + 1) * d, d, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
+
+
+def write_parquet(table: pd.DataFrame | pa.Table, path: str | os.PathLike) -> None:
+    """Write a DataFrame or Arrow table to Parquet atomically."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file into pandas, with a clear error naming a missing file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found (has the stage that makes it run?)")
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def write_matrix(
+    path: str | os.PathLike,
+    ids,
+    matrix: np.ndarray,
+    column: str = "embedding",
+    id_column: str = "article_id",
+    extra: dict | None = None,
+) -> None:
+    """Write ``ids`` and the rows of ``matrix`` as a ``list<float32>`` column.
+
+    ``extra`` maps further column names to 1D arrays (or 2D arrays, stored as vectors).
+    """
+    ids = [str(i) for i in ids]
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if len(ids) != len(matrix):
+        raise ValueError(f"{path}: {len(ids)} ids but {len(matrix)} rows")
+    columns = {id_column: pa.array(ids, pa.string()), column: vectors_to_arrow(matrix)}
+    for name, values in (extra or {}).items():
+        values = np.asarray(values)
+        columns[name] = vectors_to_arrow(values) if values.ndim == 2 else pa.array(values)
+    write_parquet(pa.table(columns), path)
+
+
+def matrix_from_column(column) -> np.ndarray:
+    """Stack a list column (Arrow ChunkedArray or pandas Series of arrays) to float32 2D."""
+    if isinstance(column, (pa.ChunkedArray, pa.Array)):
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        if len(column) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        return values.astype(np.float32, copy=False).reshape(len(column), -1)
+    rows = list(column)
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.asarray(r, dtype=np.float32) for r in rows])
+
+
+def read_matrix(
+    path: str | os.PathLike, column: str = "embedding", id_column: str = "article_id"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``(ids, matrix)`` written by :func:`write_matrix`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found (has the stage that makes it run?)")
+    table = pq.read_table(path, columns=[id_column, column])
+    ids = np.asarray(table.column(id_column).to_pylist(), dtype=object)
+    return ids, matrix_from_column(table.column(column))
+
+
+def save_nifti(img, path: str | os.PathLike) -> None:
+    """Save a nibabel image atomically (``.nii.gz`` compression kept)."""
+    import nibabel as nib
+
+    with atomic_path(path, suffix=".nii.gz" if str(path).endswith(".gz") else ".nii") as tmp:
+        nib.save(img, tmp)
+
+
+def setup_logging(log_file: str | os.PathLike | None = None, level=logging.INFO) -> logging.Logger:
+    """Log to stderr and, when given, to ``log_file`` (Snakemake's ``log:``)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger("mnm")

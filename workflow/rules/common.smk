@@ -1,0 +1,25 @@
+# Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
+from mnm.config import validate_config
+
+# Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
+# a bad value stops the run before any job starts, with the key named in the message.
+_validated_config = validate_config(config)
+config.clear()
+config.update(_validated_config)
+
+RESULTS = config["results_dir"]
+RESOURCES = config["resources_dir"]
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+ENCODER = config["text"]["encoder"]
+ATLAS = config["atlas"]["name"]
+FOLDS = [str(f) for f in range(config["folds"]["n_folds"])]
+
+
+wildcard_constraints:
+    encoder="[A-Za-z0-9_.-]+",
+    section="title|abstract|body|title_abstract",
+    atlas="[A-Za-z0-9_-]+",
+    model="[a-z_]+",
+    fold="[0-9]+|all",
+    shard="[0-9]+",

@@ -1,0 +1,34 @@
+# Stage 1: corpus (articles, peaks, QC) and the cross-validation folds.
+
+
+rule corpus:
+    output:
+        articles=f"{RESULTS}/corpus/articles.parquet",
+        peaks=f"{RESULTS}/corpus/peaks.parquet",
+        qc=f"{RESULTS}/corpus/qc.parquet",
+    params:
+        corpus=config["corpus"],
+        resources_dir=RESOURCES,
+    log:
+        f"{LOGS}/corpus.log",
+    benchmark:
+        f"{BENCHMARKS}/corpus.tsv"
+    threads: config["corpus"]["pubget"]["n_jobs"]
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/corpus.py"
+
+
+rule folds:
+    input:
+        articles=rules.corpus.output.articles,
+    output:
+        f"{RESULTS}/folds.parquet",
+    params:
+        n_folds=config["folds"]["n_folds"],
+        seed=config["folds"]["seed"],
+    log:
+        f"{LOGS}/folds.log",
+    script:
+        "../scripts/folds.py"
