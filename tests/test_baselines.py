@@ -1,0 +1,108 @@
+"""Tests of the baselines: NeuroConText (CLIP) and the regression models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import logsumexp
+
+from mnm.models.base import ProjectionHead, ResidualHead, pairwise_pearson
+from mnm.models.neurocontext import NeuroConText
+from mnm.models.regression import MLPRegression, fit_tfidf_ridge, pearson_score_matrix, section_texts
+from mnm.train import load_trained, read_test_embeddings, score_matrix
+from test_train import make_inputs, run_fold
+
+
+def numpy_symmetric_info_nce(logits: np.ndarray) -> float:
+    """Textbook symmetric InfoNCE: mean over rows and columns of -log softmax(diagonal)."""
+    n = len(logits)
+    rows = -(np.diag(logits) - logsumexp(logits, axis=1))
+    cols = -(np.diag(logits) - logsumexp(logits, axis=0))
+    return 0.5 * (rows.sum() / n + cols.sum() / n)
+
+
+def test_neurocontext_loss_equals_hand_computed_info_nce():
+    torch.manual_seed(0)
+    model = NeuroConText(text_dim=7, brain_dim=5, latent_dim=6, dropout=0.0, logit_scale_init=10.0)
+    text = model.encode_text(torch.randn(4, 7))
+    brain = model.encode_brain(torch.randn(4, 5))
+    np.testing.assert_allclose(text.norm(dim=1).detach().numpy(), 1.0, rtol=1e-6)
+    loss = model.loss(text, brain, None)
+    cosine = text.detach().numpy() @ brain.detach().numpy().T
+    assert loss["loss"].item() == pytest.approx(numpy_symmetric_info_nce(10.0 * cosine), rel=1e-5)
+    assert model.log_scalars()["logit_scale"] == pytest.approx(10.0)
+    assert "log_logit_scale" in model.no_decay_parameter_names()
+    # The multiplier is clamped at the maximum even if the raw parameter overshoots.
+    with torch.no_grad():
+        model.log_logit_scale.fill_(10.0)
+    assert model.logit_scale.item() == pytest.approx(100.0)
+
+
+def test_heads_match_their_formulas():
+    torch.manual_seed(0)
+    head, projection = ResidualHead(5, dropout=0.0), ProjectionHead(3, 5, dropout=0.0)
+    x, z = torch.randn(4, 5), torch.randn(4, 3)
+    expected = torch.nn.functional.layer_norm(x + torch.nn.functional.gelu(head.fc(x)), (5,), head.layer_norm.weight, head.layer_norm.bias)
+    torch.testing.assert_close(head(x), expected)
+    p = projection.projection(z)
+    expected = torch.nn.functional.layer_norm(p + projection.fc(torch.nn.functional.gelu(p)), (5,), projection.layer_norm.weight, projection.layer_norm.bias)
+    torch.testing.assert_close(projection(z), expected)
+
+
+def test_correlation_scores_match_numpy_corrcoef():
+    rng = np.random.default_rng(0)
+    pred, true = rng.normal(size=(6, 9)), rng.normal(size=(8, 9))
+    reference = np.corrcoef(np.vstack([pred, true]))[:6, 6:]
+    np.testing.assert_allclose(pearson_score_matrix(pred, true), reference, atol=1e-12)
+    torch_scores = pairwise_pearson(torch.tensor(pred), torch.tensor(true), eps=0.0).numpy()
+    np.testing.assert_allclose(torch_scores, reference, atol=1e-10)
+    constant = pearson_score_matrix(np.ones((1, 9)), true)
+    assert np.all(constant == 0.0)
+    model = MLPRegression(9, 9)
+    np.testing.assert_allclose(model.score(torch.tensor(pred), torch.tensor(true)).numpy(), reference, atol=1e-6)
+
+
+def test_section_texts_and_errors():
+    articles = pd.DataFrame({"article_id": [1, 2], "title": ["A", None], "abstract": ["x y", "z"]})
+    texts = section_texts(articles, "title_abstract")
+    assert texts.to_dict() == {"1": "A. x y", "2": "z"}
+    assert section_texts(articles, "title").to_dict() == {"1": "A", "2": ""}
+    with pytest.raises(KeyError, match="body"):
+        section_texts(articles, "body")
+    with pytest.raises(ValueError, match="unknown section"):
+        section_texts(articles, "methods")
+
+
+def test_tfidf_ridge_recovers_planted_word_maps():
+    # Each article mentions 2 of 12 "terms"; its brain vector is the sum of those terms' maps.
+    rng = np.random.default_rng(0)
+    vocabulary = [f"term{i}" for i in range(12)]
+    term_maps = rng.normal(size=(12, 20))
+    chosen = [rng.choice(12, size=2, replace=False) for _ in range(120)]
+    texts = [" ".join(vocabulary[j] for j in c) + " study results" for c in chosen]
+    brain = np.stack([term_maps[c].sum(axis=0) for c in chosen]) + 0.05 * rng.normal(size=(120, 20))
+    model = fit_tfidf_ridge(texts[:80], brain[:80], alphas=[0.01, 0.1, 1.0], max_features=100)
+    scores = pearson_score_matrix(model.predict(texts[80:]), brain[80:])
+    # Pairs sharing the same two terms are indistinguishable; require the true pair in the top 3.
+    top3 = np.mean([i in np.argsort(-scores[i])[:3] for i in range(40)])
+    assert top3 > 0.7
+
+
+def test_tfidf_and_mlp_through_train_fold(tmp_path):
+    paths, data = make_inputs(tmp_path, n=120)
+    _, outputs = run_fold(tmp_path, paths, "tfidf", 0, {"alphas": [0.1, 1.0], "max_features": 50}, tag="tfidf")
+    trained = load_trained(outputs["out_model"])
+    ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    assert meta["kind"] == "correlation" and text.shape == brain.shape
+    titles = pd.read_parquet(paths["articles_path"]).set_index("article_id").loc[ids, "title"].tolist()
+    np.testing.assert_allclose(trained.embed_text(titles), text, atol=1e-5)
+    np.testing.assert_allclose(trained.predict_brain(titles), text, atol=1e-5)
+
+    mlp_params = {"hidden_dim": 32, "dropout": 0.0, "epochs": 15, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0}
+    _, outputs = run_fold(tmp_path, paths, "mlp", 0, mlp_params, tag="mlp")
+    ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    scores = score_matrix(meta["kind"], text, brain)
+    assert np.mean(scores.argmax(axis=1) == np.arange(len(ids))) > 5 / len(ids)  # chance 1 / n
+    assert np.corrcoef(text.ravel(), brain.ravel())[0, 1] > 0.8
