@@ -1,0 +1,130 @@
+"""Command-line interface: ``mnm query``.
+
+Examples
+--------
+Text -> predicted brain maps and the best-matching articles::
+
+    mnm query "working memory load in the dorsolateral prefrontal cortex"
+
+Brain map -> the best-matching articles::
+
+    mnm query --map my_contrast_zmap.nii.gz --top-k 20 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+# Exit codes: 0 success, 2 bad input (argparse uses 2 too), 3 missing or unfinished run.
+EXIT_BAD_INPUT = 2
+EXIT_NO_RUN = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnm",
+        description="MNM pipeline tools. Run the pipeline itself with `snakemake --cores all`.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    query = commands.add_parser(
+        "query",
+        help="query a trained model: text -> brain maps and articles; map -> articles",
+        description=(
+            "Query the model trained on every article (fold=all) of a finished run. Give a "
+            "TEXT to get predicted brain maps (NIfTI + glass-brain PNG, decoder route and one "
+            "parcel-route map per atlas hierarchy level) and the articles whose brain maps "
+            "match it best; or give --map FILE.nii.gz to get the articles whose texts match "
+            "that map best."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    query.add_argument("text", nargs="?", help="free text to map to the brain (quote it)")
+    query.add_argument("--map", dest="map_path", metavar="FILE.nii.gz",
+                       help="a 3D statistical map in MNI space (resampled to the atlas grid "
+                            "with a warning if needed) instead of a text")
+    query.add_argument("--config", default="config.yaml",
+                       help="the run's config file; its results_dir locates the outputs")
+    query.add_argument("--model", default="mnm",
+                       help="model to query (one of the run's models.names)")
+    query.add_argument("--section", default=None,
+                       help="text section the model was trained on; unset: abstract if "
+                            "trained, else the first of models.sections")
+    query.add_argument("--model-path", default=None,
+                       help="explicit model.pt (overrides --model/--section lookup)")
+    query.add_argument("--top-k", type=int, default=10, help="number of articles returned")
+    query.add_argument("--out", default="query_results",
+                       help="output folder (articles.parquet/.csv, maps .nii.gz and .png)")
+    query.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                       help="device for the text encoder and model")
+    query.add_argument("--json", action="store_true",
+                       help="print the result as JSON instead of a plain-text table")
+    query.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def _print_result(table, outputs: dict, as_json: bool) -> None:
+    if as_json:
+        records = json.loads(table.to_json(orient="records"))
+        print(json.dumps({"articles": records, "outputs": outputs}, indent=2))
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 70, "display.width", 160):
+        print(table[["rank", "article_id", "score", "pmcid", "title"]].to_string(index=False))
+    print()
+    for name, path in outputs.items():
+        print(f"{name:>24}: {path}")
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from mnm.query import QueryError, open_run, query_map, query_text, write_outputs
+
+    if (args.text is None) == (args.map_path is None):
+        print("mnm query: give either TEXT or --map FILE.nii.gz (not both, not neither)",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.text is not None and not args.text.strip():
+        print("mnm query: the query text is empty", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.top_k < 1:
+        print("mnm query: --top-k must be at least 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if args.map_path is not None:
+            from mnm.query import load_query_map
+
+            load_query_map(args.map_path)  # reject bad maps before loading the run
+        run = open_run(args.config, model=args.model, section=args.section,
+                       model_path=args.model_path, device=args.device)
+    except QueryError as error:
+        print(f"mnm query: {error}", file=sys.stderr)
+        return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
+    try:
+        if args.map_path is not None:
+            table, maps, title = query_map(run, args.map_path, args.top_k), {}, ""
+        else:
+            table, maps = query_text(run, args.text, args.top_k)
+            title = args.text
+        outputs = write_outputs(Path(args.out), table, maps, title=title)
+    except QueryError as error:
+        print(f"mnm query: {error}", file=sys.stderr)
+        return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
+    _print_result(table, outputs, args.json)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet or args.json else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "query":
+        return run_query(args)
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

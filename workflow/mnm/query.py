@@ -1,0 +1,338 @@
+"""Query a trained model of a finished run: text -> brain maps and articles, map -> articles.
+
+A query opens the run (its validated config tells where every output is), loads the
+``fold=all`` model trained on every article, and scores the query against the whole corpus
+through the model's own scoring (``-|exterior angle|`` for MNM, cosine for NeuroConText,
+correlation for the regressions):
+
+* text -> the articles whose brain maps the model ranks highest for the text, the decoder
+  map (predicted atlas coefficients painted back to voxels) and one parcel-route map per
+  hierarchy level of the atlas (MNM Fig. 4);
+* map -> the map is projected on the run's atlas by the brain stage's own code
+  (:meth:`mnm.brain.BrainProjector.transform_img`), embedded by the brain encoder, and the
+  articles whose texts the model ranks highest for it.
+
+Outputs are written into a scratch folder next to the destination and moved into place
+only once all of them exist, so a failed query writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mnm.io import read_matrix, read_parquet
+
+_LOG = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ["rank", "article_id", "score", "title", "pmcid", "pmid", "doi"]
+
+
+class QueryError(Exception):
+    """A query that cannot be answered; the message says why and what to do.
+
+    ``missing_run`` is True when the run (model, atlas, corpus) is missing or unfinished,
+    False when the query input itself is bad.
+    """
+
+    def __init__(self, message: str, missing_run: bool = False):
+        super().__init__(message)
+        self.missing_run = missing_run
+
+
+def _fold_all_model_path(config: dict, model: str, section: str) -> Path:
+    return (
+        Path(config["results_dir"]) / "models" / model / config["text"]["encoder"] / section
+        / config["atlas"]["name"] / "fold-all" / "model.pt"
+    )
+
+
+def load_run_config(config_path: str | os.PathLike = "config.yaml") -> dict:
+    """Read and validate a run's config file (defaults filled in)."""
+    from mnm.config import validate_config
+
+    path = Path(config_path)
+    if not path.is_file():
+        raise QueryError(f"{path}: config file not found (run from the project folder or "
+                         "pass --config)", missing_run=True)
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    return validate_config(raw)
+
+
+@dataclass
+class QueryRun:
+    """The parts of a finished run a query needs (loaded lazily)."""
+
+    config: dict
+    model_path: Path
+    section: str
+    device: str = "cpu"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def results(self) -> Path:
+        return Path(self.config["results_dir"])
+
+    def _need(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise QueryError(f"{path}: {what} missing; the run is unfinished (run "
+                             "`snakemake --cores all` first)", missing_run=True)
+        return path
+
+    @cached_property
+    def trained(self):
+        from mnm.train import load_trained
+
+        trained = load_trained(self.model_path, device=self.device)
+        encoder_cfg = trained.metadata.get("encoder_config") or {}
+        model_id = str(encoder_cfg.get("model", ""))
+        if self.device == "cpu" and model_id and not model_id.startswith("package:"):
+            _LOG.warning("embedding the query with %s on the CPU: correct but slow for a "
+                         "large model (minutes for Mistral-7B); use --device cuda if you "
+                         "have a GPU", model_id)
+        return trained
+
+    @cached_property
+    def articles(self) -> pd.DataFrame:
+        path = self._need(self.results / "corpus" / "articles.parquet", "corpus table")
+        return read_parquet(path).set_index("article_id", drop=False)
+
+    @cached_property
+    def atlas_dir(self) -> Path:
+        return self._need(self.results / "atlas" / self.config["atlas"]["name"],
+                          "atlas stage output")
+
+    @cached_property
+    def atlas(self):
+        from mnm.atlas import read_atlas
+
+        return read_atlas(self.atlas_dir)
+
+    @cached_property
+    def projector(self):
+        from mnm.brain import BrainProjector
+
+        maps_img, _ = self.atlas
+        return BrainProjector(maps_img, fwhm_mm=self.config["brain"]["fwhm_mm"]).fit()
+
+    @cached_property
+    def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(article ids, brain embeddings as scored) of every article of the run."""
+        path = self._need(
+            self.results / "brain" / self.config["atlas"]["name"] / "coefficients.parquet",
+            "brain coefficients",
+        )
+        ids, coefficients = read_matrix(path, column="coefficients")
+        return ids, np.asarray(self.trained.embed_brain(coefficients))
+
+    @cached_property
+    def text_candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(article ids, text embeddings as scored) of every article of the run."""
+        if self.trained.name == "tfidf":
+            from mnm.text.sections import section_texts
+
+            texts = section_texts(self.articles.reset_index(drop=True), self.section)
+            ids = self.articles["article_id"].to_numpy()
+            keep = np.array([bool(t and t.strip()) for t in texts])
+            return ids[keep], np.asarray(self.trained.embed_text(
+                [t for t, k in zip(texts, keep) if k]))
+        path = self._need(
+            self.results / "text" / self.config["text"]["encoder"] / self.section
+            / "embeddings.parquet", "text embeddings",
+        )
+        ids, vectors = read_matrix(path)
+        return ids, np.asarray(self.trained.embed_text(vectors))
+
+    def article_table(self, ids: np.ndarray, scores: np.ndarray, top_k: int) -> pd.DataFrame:
+        """Top-``top_k`` articles by score (ties broken by article id, for stable output)."""
+        order = np.lexsort((ids.astype(str), -scores))[:top_k]
+        meta = self.articles.reindex(ids[order])
+        table = pd.DataFrame({
+            "rank": np.arange(1, len(order) + 1),
+            "article_id": ids[order].astype(str),
+            "score": scores[order].astype(float),
+            "title": meta["title"].to_numpy(),
+            "pmcid": meta["pmcid"].to_numpy(),
+            "pmid": meta["pmid"].to_numpy(),
+            "doi": meta["doi"].to_numpy(),
+        })
+        return table
+
+
+def open_run(
+    config_path: str | os.PathLike = "config.yaml",
+    model: str = "mnm",
+    section: str | None = None,
+    model_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> QueryRun:
+    """Locate the ``fold=all`` model of a run.
+
+    Parameters
+    ----------
+    config_path : path-like
+        The run's config file (its ``results_dir`` says where the outputs are).
+    model : str
+        Model name (one of the run's ``models.names``).
+    section : str, optional
+        Text section the model was trained on; default ``abstract`` when trained, else the
+        first of ``models.sections``.
+    model_path : path-like, optional
+        Explicit ``model.pt``; overrides ``model`` and ``section`` lookup.
+    device : str
+        ``cpu`` or ``cuda``.
+    """
+    config = load_run_config(config_path)
+    explicit_path = model_path is not None
+    sections = config["models"]["sections"]
+    if section is None:
+        section = "abstract" if "abstract" in sections else sections[0]
+    if model_path is None:
+        if model not in config["models"]["names"]:
+            raise QueryError(f"model {model!r} is not trained by this run (models.names: "
+                             f"{config['models']['names']})")
+        model_path = _fold_all_model_path(config, model, section)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise QueryError(
+            f"{model_path}: trained model not found; the run is missing or unfinished. Run "
+            f"`snakemake --cores all {model_path}` first, or pass --model-path",
+            missing_run=True,
+        )
+    run = QueryRun(config=config, model_path=model_path, section=section, device=device)
+    if explicit_path and run.trained.metadata.get("section"):
+        run.section = run.trained.metadata["section"]
+    return run
+
+
+# --------------------------------------------------------------------------------------
+def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame, dict]:
+    """Articles and predicted maps for a free text.
+
+    Returns
+    -------
+    table : DataFrame with :data:`RESULT_COLUMNS`, best first.
+    maps : dict name -> Nifti1Image (``decoder`` and ``parcels_<level>``).
+    """
+    from mnm.report import maps as map_routes
+
+    if not isinstance(text, str) or not text.strip():
+        raise QueryError("the query text is empty")
+    trained = run.trained
+    text_embedding = np.atleast_2d(np.asarray(trained.embed_text([text.strip()])))
+    ids, brain_embeddings = run.brain_candidates
+    scores = np.asarray(trained.score(text_embedding, brain_embeddings))[0]
+    table = run.article_table(ids, scores, top_k)
+
+    maps = {}
+    decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
+    if decoder is not None:
+        maps["decoder"] = decoder
+    maps_img, components = run.atlas
+    zscore = run.config["brain"]["zscore"]
+    for level in map_routes.informative_levels(components):
+        names, coefficients = map_routes.parcel_coefficients(
+            maps_img, components, level, projector=run.projector, zscore=zscore)
+        _, component_parcel = map_routes.parcel_assignment(components, level)
+        label_volume = map_routes.parcel_label_volume(maps_img, component_parcel)
+        parcel_embedding = map_routes.parcel_embeddings(trained, coefficients)
+        maps[f"parcels_{level}"] = map_routes.predict_parcel_map(
+            trained, text_embedding, parcel_embedding, label_volume, maps_img.affine)
+    return table, maps
+
+
+def load_query_map(path: str | os.PathLike):
+    """Load a statistical map given on the command line: one 3D volume, finite values."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"{path}: map file not found")
+    try:
+        img = nib.load(path)
+    except Exception as error:  # nibabel raises several types for unreadable files
+        raise QueryError(f"{path}: not a readable NIfTI image ({error})") from error
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = img.slicer[..., 0]
+    if img.ndim != 3:
+        raise QueryError(f"{path}: expected one 3D map, got an image of shape {img.shape}; "
+                         "pass one volume (e.g. nilearn.image.index_img(img, 0))")
+    data = np.asanyarray(img.dataobj)
+    if not np.isfinite(data).any() or not np.any(data[np.isfinite(data)]):
+        raise QueryError(f"{path}: the map is empty (all zero or non-finite)")
+    return img
+
+
+def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd.DataFrame:
+    """Articles whose texts the model ranks highest for a brain map.
+
+    The map is resampled to the atlas grid (with a warning) when its shape or affine differ.
+    """
+    from mnm.brain import zscore_rows
+
+    img = load_query_map(map_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coefficients = run.projector.transform_img(img)
+    for warning in caught:
+        _LOG.warning("%s: %s", map_path, warning.message)
+    coefficients = np.atleast_2d(np.nan_to_num(coefficients))
+    if run.config["brain"]["zscore"]:
+        coefficients = zscore_rows(coefficients)
+    brain_embedding = np.asarray(run.trained.embed_brain(coefficients))
+    ids, text_embeddings = run.text_candidates
+    scores = np.asarray(run.trained.score(text_embeddings, brain_embedding))[:, 0]
+    return run.article_table(ids, scores, top_k)
+
+
+# --------------------------------------------------------------------------------------
+def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | None = None,
+                  title: str = "") -> dict:
+    """Write the table (Parquet + CSV), maps (NIfTI) and glass brains (PNG) all-or-nothing.
+
+    Returns a dict of output name -> path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import nibabel as nib
+    from nilearn import plotting
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    written = {}
+    try:
+        table.to_parquet(scratch / "articles.parquet", index=False)
+        table.to_csv(scratch / "articles.csv", index=False)
+        written["articles"] = "articles.parquet"
+        written["articles_csv"] = "articles.csv"
+        for name, img in (maps or {}).items():
+            nib.save(img, scratch / f"{name}.nii.gz")
+            data = np.asarray(img.dataobj)
+            threshold = float(np.quantile(data[data > 0], 0.9)) if (data > 0).any() else None
+            display = plotting.plot_glass_brain(
+                img, threshold=threshold, colorbar=True, plot_abs=False,
+                title=f"{title[:50]} ({name})" if title else name,
+            )
+            display.savefig(scratch / f"{name}.png", dpi=100)
+            display.close()
+            written[name] = f"{name}.nii.gz"
+            written[f"{name}_png"] = f"{name}.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for relative in written.values():
+            os.replace(scratch / relative, out_dir / relative)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {name: str(out_dir / relative) for name, relative in written.items()}
