@@ -1,0 +1,248 @@
+"""Retrieval and map-agreement metrics (pure numpy).
+
+Conventions
+-----------
+A score matrix ``scores`` has shape ``(n_query, n_candidates)``, higher means a better match,
+and the true pair of query ``i`` is candidate ``i`` (the diagonal). Text->brain retrieval ranks
+the brain maps for each text (rows of ``scores``); brain->text uses ``scores.T``.
+
+Tie rule (documented, tested): the rank of the true pair is
+``1 + #(candidates scoring strictly higher) + #(other candidates scoring exactly the same)``,
+i.e. ties are counted *pessimistically*. A model that outputs a constant score therefore gets
+rank ``n`` for every query and Recall@K = 0 (for K < n), never an inflated value.
+Mix&Match is the per-query share of the *other* candidates scored below the true pair, with
+ties counted as one half: it is the Mann-Whitney / ROC-AUC statistic of the true pair against
+the others, so an uninformative (constant) score gets exactly its chance level 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "DIRECTIONS",
+    "ranks",
+    "recall_at_k",
+    "mix_and_match_per_query",
+    "mix_and_match",
+    "mean_rank",
+    "median_rank",
+    "chance_recall",
+    "effective_ks",
+    "retrieval_metrics",
+    "voxel_ranks",
+    "top_fraction_mask",
+    "dice_top_fraction",
+    "dice_curve",
+    "dice_curve_from_ranks",
+    "dice_auc",
+    "kendall_tau",
+]
+
+#: Retrieval directions and how the score matrix is oriented for each.
+DIRECTIONS = ("text_to_brain", "brain_to_text")
+
+
+def _check_square(scores) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(
+            f"score matrix must be square (true pairs on the diagonal), got shape {scores.shape}"
+        )
+    if scores.shape[0] == 0:
+        raise ValueError("score matrix is empty")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("score matrix contains NaN or infinite values")
+    return scores
+
+
+def _higher_and_tied(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query: number of candidates scoring above, equal to (others), below the true pair."""
+    true = np.diag(scores)[:, None]
+    higher = (scores > true).sum(axis=1)
+    tied = (scores == true).sum(axis=1) - 1  # the true pair ties with itself
+    lower = scores.shape[1] - 1 - higher - tied
+    return higher, tied, lower
+
+
+def ranks(scores) -> np.ndarray:
+    """Rank (1 = best) of the true pair for each query, ties counted pessimistically.
+
+    Parameters
+    ----------
+    scores : array-like, shape (n, n)
+        Query x candidate scores, true pairs on the diagonal.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n,)
+        ``1 + #higher + #tied others`` per query.
+    """
+    higher, tied, _ = _higher_and_tied(_check_square(scores))
+    return 1 + higher + tied
+
+
+def recall_at_k(scores, k: int) -> float:
+    """Share of queries whose true pair ranks within the top ``k`` (see :func:`ranks`)."""
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float(np.mean(ranks(scores) <= int(k)))
+
+
+def mix_and_match_per_query(scores) -> np.ndarray:
+    """Per query, share of the other candidates scored below the true pair (ties = 1/2)."""
+    scores = _check_square(scores)
+    n = scores.shape[0]
+    if n < 2:
+        raise ValueError("Mix&Match needs at least two candidates")
+    _, tied, lower = _higher_and_tied(scores)
+    return (lower + 0.5 * tied) / (n - 1)
+
+
+def mix_and_match(scores) -> float:
+    """Mean over queries of :func:`mix_and_match_per_query` (chance level 0.5)."""
+    return float(np.mean(mix_and_match_per_query(scores)))
+
+
+def mean_rank(scores) -> float:
+    """Mean pessimistic rank of the true pair (chance ``(n + 1) / 2``)."""
+    return float(np.mean(ranks(scores)))
+
+
+def median_rank(scores) -> float:
+    """Median pessimistic rank of the true pair (chance ``(n + 1) / 2``)."""
+    return float(np.median(ranks(scores)))
+
+
+def chance_recall(k: int, n_candidates: int) -> float:
+    """Expected Recall@K of a random ranking: ``min(k, n) / n``."""
+    return min(int(k), int(n_candidates)) / int(n_candidates)
+
+
+def effective_ks(ks, n_candidates: int) -> list[int]:
+    """The cut-offs worth reporting: those below the number of candidates.
+
+    K = n gives Recall@K = 1 by construction, so K is kept only when ``K < n_candidates``
+    (e.g. K=100 only with more than 100 candidates).
+    """
+    return sorted({int(k) for k in ks if int(k) < int(n_candidates)})
+
+
+def retrieval_metrics(scores, ks) -> pd.DataFrame:
+    """All retrieval metrics of one score matrix, both directions.
+
+    Parameters
+    ----------
+    scores : array-like, shape (n, n)
+        Text x brain scores (rows are texts), true pairs on the diagonal.
+    ks : iterable of int
+        Recall@K cut-offs; filtered by :func:`effective_ks`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``metric`` (recall, mix_and_match, mean_rank, median_rank), ``direction``
+        (text_to_brain, brain_to_text), ``k`` (0 when not applicable), ``value``, ``chance``.
+    """
+    scores = _check_square(scores)
+    n = scores.shape[0]
+    rows = []
+    for direction, oriented in zip(DIRECTIONS, (scores, scores.T)):
+        rank = ranks(oriented)
+        for k in effective_ks(ks, n):
+            rows.append(("recall", direction, k, float(np.mean(rank <= k)), chance_recall(k, n)))
+        rows.append(("mix_and_match", direction, 0, mix_and_match(oriented), 0.5))
+        rows.append(("mean_rank", direction, 0, float(np.mean(rank)), (n + 1) / 2))
+        rows.append(("median_rank", direction, 0, float(np.median(rank)), (n + 1) / 2))
+    frame = pd.DataFrame(rows, columns=["metric", "direction", "k", "value", "chance"])
+    frame["k"] = frame["k"].astype("int64")
+    frame["n_candidates"] = n
+    return frame
+
+
+def voxel_ranks(values) -> np.ndarray:
+    """Position (0 = largest) of each voxel when sorted by decreasing value.
+
+    Ties are broken by voxel order (a stable sort), so the top ``m`` voxels are always
+    exactly ``m`` voxels, whatever the ties (parcel maps are constant over each parcel).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("empty voxel array")
+    ranks_ = np.empty(values.size, dtype=np.int64)
+    ranks_[np.argsort(-values, kind="stable")] = np.arange(values.size)
+    return ranks_
+
+
+def _top_count(fraction: float, n_voxels: int) -> int:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return max(1, int(round(fraction * n_voxels)))
+
+
+def top_fraction_mask(values, fraction: float) -> np.ndarray:
+    """Boolean mask of the ``round(fraction * n)`` largest entries (at least one) of a voxel
+    array; ties broken by voxel order (see :func:`voxel_ranks`)."""
+    ranks_ = voxel_ranks(values)
+    return ranks_ < _top_count(fraction, ranks_.size)
+
+
+def dice_top_fraction(pred, truth, fraction: float) -> float:
+    """Dice overlap of the top ``fraction`` voxels of two maps (Text2Brain's measure).
+
+    Parameters
+    ----------
+    pred, truth : array-like
+        Voxel values of the predicted and reference maps (same voxels, e.g. in-mask).
+    fraction : float
+        Share of voxels kept in each map, in (0, 1].
+
+    Returns
+    -------
+    float
+        ``2 |A & B| / (|A| + |B|)``.
+    """
+    return float(dice_curve(pred, truth, [fraction])[0])
+
+
+def dice_curve_from_ranks(pred_ranks, truth_ranks, fractions) -> np.ndarray:
+    """Dice at each fraction from precomputed :func:`voxel_ranks` (one sort per map)."""
+    pred_ranks = np.asarray(pred_ranks)
+    truth_ranks = np.asarray(truth_ranks)
+    if pred_ranks.shape != truth_ranks.shape:
+        raise ValueError(f"maps differ in size: {pred_ranks.shape} vs {truth_ranks.shape}")
+    curve = []
+    for fraction in fractions:
+        count = _top_count(fraction, pred_ranks.size)
+        overlap = np.count_nonzero((pred_ranks < count) & (truth_ranks < count))
+        curve.append(2 * overlap / (2 * count))
+    return np.array(curve)
+
+
+def dice_curve(pred, truth, fractions) -> np.ndarray:
+    """:func:`dice_top_fraction` at each fraction (each map sorted once)."""
+    pred = np.asarray(pred).ravel()
+    truth = np.asarray(truth).ravel()
+    if pred.shape != truth.shape:
+        raise ValueError(f"maps differ in size: {pred.shape} vs {truth.shape}")
+    return dice_curve_from_ranks(voxel_ranks(pred), voxel_ranks(truth), fractions)
+
+
+def dice_auc(fractions, dice) -> float:
+    """Area under the Dice curve by the trapezoid rule over the fractions (not normalised).
+
+    Divide by ``fractions[-1] - fractions[0]`` for a mean Dice over the range.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64)
+    dice = np.asarray(dice, dtype=np.float64)
+    if fractions.shape != dice.shape or fractions.size < 2:
+        raise ValueError("need matching fractions and dice values, at least two")
+    return float(np.trapezoid(dice, fractions))
+
+
+def kendall_tau(x, y) -> tuple[float, float]:
+    """Kendall's tau-b and its two-sided p-value (scipy.stats.kendalltau)."""
+    result = stats.kendalltau(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    return float(result.statistic), float(result.pvalue)

@@ -1,0 +1,472 @@
+"""Multi-level brain-map prediction from text (MNM Fig. 4) and its Dice evaluation.
+
+Two routes turn a text into a voxel map:
+
+* **parcel route** (any contrastive model, MNM's Fig. 4): each parcel of an atlas hierarchy
+  level gets a brain vector, embedded by the model's brain encoder; the text embedding is scored
+  against every parcel embedding, the scores go through a softmax, and each parcel's weight is
+  painted onto its voxels. A parcel's brain vector is the least-squares projection of its binary
+  mask on the atlas (``BrainProjector.transform_img``), i.e. the coefficients the brain encoder
+  would see for a map that is uniformly active over the parcel; without a projector, the
+  indicator of the parcel's components is used (equal for a disjoint atlas up to scale).
+* **decoder route** (regression baselines): ``TrainedModel.predict_brain`` gives atlas
+  coefficients, mapped to voxels by ``BrainProjector.inverse_transform``.
+
+Each predicted map is compared with the held-out article's own KDE map of its peaks
+(``BrainProjector.kde_img``) by the Dice of their top 5..30 % voxels inside the projector's
+MNI brain mask
+and the area under that Dice curve (:mod:`mnm.metrics`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from mnm import metrics
+from mnm.io import atomic_path, read_matrix, read_parquet, save_nifti, write_parquet
+
+__all__ = [
+    "level_columns",
+    "informative_levels",
+    "parcel_assignment",
+    "parcel_label_volume",
+    "parcel_coefficients",
+    "parcel_embeddings",
+    "parcel_weights",
+    "paint_parcels",
+    "predict_parcel_map",
+    "predict_decoder_map",
+    "evaluate_map_prediction",
+    "write_poincare_figure",
+]
+
+log = logging.getLogger(__name__)
+
+
+def level_columns(components: pd.DataFrame) -> list[str]:
+    """Hierarchy level columns of ``components.parquet`` (``level_1`` coarsest first)."""
+    columns = sorted(
+        (c for c in components.columns if c.startswith("level_")),
+        key=lambda c: int(c.split("_")[1]) if c.split("_")[1].isdigit() else 0,
+    )
+    if not columns:
+        raise ValueError(f"components table has no level_* column (has {list(components.columns)})")
+    return columns
+
+
+def informative_levels(components: pd.DataFrame, min_parcels: int = 3) -> list[str]:
+    """Level columns with at least ``min_parcels`` parcels (e.g. drops AICHA's hemispheres)."""
+    levels = [c for c in level_columns(components) if components[c].nunique() >= min_parcels]
+    return levels or level_columns(components)[-1:]
+
+
+def parcel_assignment(components: pd.DataFrame, level: str) -> tuple[list[str], np.ndarray]:
+    """Parcels of one level and the parcel index of every component.
+
+    Returns
+    -------
+    names : list of str
+        Parcel labels in order of first appearance.
+    component_parcel : numpy.ndarray of int, shape (n_components,)
+    """
+    if level not in components.columns:
+        raise ValueError(f"components table has no column {level!r}")
+    labels = components[level].astype(str).to_numpy()
+    names = list(dict.fromkeys(labels))
+    lookup = {name: i for i, name in enumerate(names)}
+    return names, np.array([lookup[label] for label in labels], dtype=np.int64)
+
+
+def parcel_label_volume(maps_img, component_parcel: np.ndarray) -> np.ndarray:
+    """3D array of the parcel index of each voxel (-1 outside every component).
+
+    A voxel belongs to the component with the largest map value there (the usual
+    max-probability labelling of a probabilistic atlas; exact for a deterministic one).
+    """
+    maps = np.asarray(maps_img.dataobj, dtype=np.float32)
+    if maps.ndim != 4 or maps.shape[3] != len(component_parcel):
+        raise ValueError(
+            f"atlas has shape {maps.shape} but components table has {len(component_parcel)} rows"
+        )
+    winner = maps.argmax(axis=3)
+    labels = component_parcel[winner]
+    labels[maps.max(axis=3) <= 0] = -1
+    return labels
+
+
+def parcel_coefficients(
+    maps_img, components: pd.DataFrame, level: str, projector=None, zscore: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Brain vectors (atlas coefficients) of the parcels of one hierarchy level.
+
+    Parameters
+    ----------
+    maps_img : nibabel image, 4D
+        The atlas maps (``atlas.nii.gz``).
+    components : pandas.DataFrame
+        ``components.parquet``.
+    level : str
+        Level column, e.g. ``level_1``.
+    projector : mnm.brain.BrainProjector, optional
+        When given, a parcel's vector is ``projector.transform_img`` of its binary mask;
+        otherwise the 0/1 indicator of its components.
+    zscore : bool
+        z-score each vector across components, as the brain stage does when
+        ``brain.zscore`` is set, so the encoder sees features on its training scale.
+
+    Returns
+    -------
+    names : list of str
+    coefficients : numpy.ndarray, float32 (n_parcels, n_components)
+    """
+    names, component_parcel = parcel_assignment(components, level)
+    if projector is None:
+        coefs = (component_parcel[None, :] == np.arange(len(names))[:, None]).astype(np.float32)
+    else:
+        labels = parcel_label_volume(maps_img, component_parcel)
+        rows = []
+        for index in tqdm(range(len(names)), desc=f"parcel vectors {level}", leave=False):
+            mask = nib.Nifti1Image((labels == index).astype(np.float32), maps_img.affine)
+            rows.append(np.asarray(projector.transform_img(mask), dtype=np.float32).ravel())
+        coefs = np.stack(rows)
+    if zscore:
+        from mnm.brain import zscore_rows
+
+        coefs = zscore_rows(coefs)
+    return names, coefs.astype(np.float32)
+
+
+def _numpy(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def parcel_embeddings(trained, coefficients: np.ndarray) -> np.ndarray:
+    """Embed parcel brain vectors with a trained model's brain encoder (as it scores them)."""
+    return _numpy(trained.embed_brain(np.asarray(coefficients, dtype=np.float32)))
+
+
+def parcel_weights(trained, text_embedding, parcel_embedding, temperature: float = 1.0):
+    """Softmax over parcels of the model's scores of one text embedding against each parcel."""
+    text_embedding = np.atleast_2d(np.asarray(text_embedding, dtype=np.float32))
+    scores = _numpy(trained.score(text_embedding, np.asarray(parcel_embedding, dtype=np.float32)))
+    scores = scores.ravel() / float(temperature)
+    weights = np.exp(scores - scores.max())
+    return weights / weights.sum()
+
+
+def paint_parcels(weights: np.ndarray, label_volume: np.ndarray, affine) -> nib.Nifti1Image:
+    """Voxel map whose value in each parcel is that parcel's weight (0 outside the atlas)."""
+    weights = np.asarray(weights, dtype=np.float32)
+    data = np.zeros(label_volume.shape, dtype=np.float32)
+    inside = label_volume >= 0
+    data[inside] = weights[label_volume[inside]]
+    return nib.Nifti1Image(data, affine)
+
+
+def predict_parcel_map(
+    trained, text_embedding, parcel_embedding, label_volume, affine, temperature: float = 1.0
+) -> nib.Nifti1Image:
+    """Parcel-route map of one text: softmax parcel weights painted onto parcel voxels."""
+    weights = parcel_weights(trained, text_embedding, parcel_embedding, temperature)
+    return paint_parcels(weights, label_volume, affine)
+
+
+def predict_decoder_map(trained, text_input, projector) -> nib.Nifti1Image | None:
+    """Decoder-route map: ``predict_brain`` coefficients -> ``inverse_transform`` voxels.
+
+    Returns None when the model has no decoder.
+    """
+    coefficients = trained.predict_brain(text_input)
+    if coefficients is None:
+        return None
+    coefficients = np.atleast_2d(_numpy(coefficients))[0]
+    return projector.inverse_transform(coefficients.astype(np.float32))
+
+
+def _voxels(img, mask: np.ndarray) -> np.ndarray:
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4:
+        data = data[..., 0]
+    if data.shape != mask.shape:
+        raise ValueError(f"map of shape {data.shape} is not on the atlas grid {mask.shape}")
+    return data[mask]
+
+
+def _pick_articles(ids: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return np.sort(order if n is None else order[: int(n)])
+
+
+def evaluate_map_prediction(
+    model_paths,
+    test_embedding_paths,
+    atlas_dir,
+    peaks,
+    text_inputs,
+    articles,
+    out_dice,
+    out_summary,
+    out_markdown,
+    example_figures=(),
+    example_dir=None,
+    fractions=(0.05, 0.10, 0.15, 0.20, 0.25, 0.30),
+    fwhm_mm: float = 9.0,
+    zscore: bool = False,
+    articles_per_fold: int | None = 20,
+    temperature: float = 1.0,
+    example_model: str = "mnm",
+    seed: int = 0,
+):
+    """Dice of predicted maps against held-out articles' KDE maps, for every model and fold.
+
+    Parameters
+    ----------
+    model_paths, test_embedding_paths : list of path-like
+        Per-fold ``model.pt`` and ``test_embeddings.parquet`` (aligned; fold-all skipped).
+    atlas_dir : path-like
+        Folder with ``atlas.nii.gz`` and ``components.parquet``.
+    peaks : path-like
+        ``corpus/peaks.parquet``.
+    text_inputs : dict
+        ``{section: text/{encoder}/{section}/embeddings.parquet}``, the decoder route's input
+        features (the TF-IDF model reads the section's raw text from ``articles`` instead).
+    articles : path-like
+        ``corpus/articles.parquet``.
+    out_dice, out_summary, out_markdown : path-like
+        Per article x fraction Dice (model, route, level, fold, article_id, fraction, dice),
+        per model x route x level Dice-curve area (mean ± std over articles), Markdown table.
+    example_figures : list of path-like
+        Glass-brain PNGs of the first held-out articles of fold 0 (truth and predictions).
+    example_dir : path-like, optional
+        Folder receiving the example maps as NIfTI.
+    articles_per_fold : int or None
+        Held-out articles evaluated per fold (None = all); each costs one dense KDE map.
+    temperature : float
+        Softmax temperature of the parcel route (Dice depends only on the parcel order).
+    example_model : str
+        Model drawn in the example figures (the first model when it was not trained).
+    """
+    from mnm.atlas import read_atlas
+    from mnm.brain import BrainProjector
+    from mnm.report import figures
+    from mnm.report.retrieval import parse_fold_path
+    from mnm.train import load_trained, read_test_embeddings
+
+    maps_img, components = read_atlas(atlas_dir)
+    levels = informative_levels(components)
+    projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
+    mask = projector.mask_  # the MNI brain mask the KDE maps are restricted to
+    label_volumes = {lvl: parcel_label_volume(maps_img, parcel_assignment(components, lvl)[1])
+                     for lvl in levels}
+    parcel_vectors = {lvl: parcel_coefficients(maps_img, components, lvl, projector, zscore)[1]
+                      for lvl in levels}
+    peak_table = read_parquet(peaks)
+    peak_table["article_id"] = peak_table["article_id"].astype(str)
+    peaks_by_article = {k: g[["x", "y", "z"]].to_numpy() for k, g in peak_table.groupby("article_id")}
+    decoder_inputs = DecoderInputs(text_inputs, articles)
+    truth_cache: dict[str, np.ndarray] = {}  # voxel ranks of each article's KDE map
+    truth_imgs: dict[str, nib.Nifti1Image] = {}
+    examples: dict[str, dict] = {}
+    n_examples = len(example_figures)
+    rows = []
+    if len(model_paths) != len(test_embedding_paths):
+        raise ValueError(f"{len(model_paths)} model files but {len(test_embedding_paths)} test files")
+    for model_path, test_path in zip(model_paths, test_embedding_paths):
+        if parse_fold_path(model_path) != parse_fold_path(test_path):
+            raise ValueError(f"{model_path} and {test_path} are not the same model and fold")
+    pairs = [(m, t) for m, t in zip(model_paths, test_embedding_paths)
+             if parse_fold_path(m)["fold"].isdigit()]
+    if not pairs:
+        raise ValueError("no per-fold model given for map prediction")
+    first_fold = min(int(parse_fold_path(m)["fold"]) for m, _ in pairs)
+    model_names = [parse_fold_path(m)["model"] for m, _ in pairs]
+    example_model = example_model if example_model in model_names else model_names[0]
+    example_section = next(parse_fold_path(m)["section"] for m, _ in pairs
+                           if parse_fold_path(m)["model"] == example_model)
+    for model_path, test_path in tqdm(pairs, desc="map prediction"):
+        keys = parse_fold_path(model_path)
+        fold = int(keys["fold"])
+        trained = load_trained(model_path)
+        ids, text_emb, _, _ = read_test_embeddings(test_path)
+        parcel_emb = {lvl: parcel_embeddings(trained, parcel_vectors[lvl]) for lvl in levels}
+        has_decoder = True
+        for index in _pick_articles(ids, articles_per_fold, seed + fold):
+            article = str(ids[index])
+            if article not in truth_cache:
+                if article not in peaks_by_article:
+                    raise ValueError(f"{test_path}: article {article} has no peaks in {peaks}")
+                truth_img = projector.kde_img(peaks_by_article[article])
+                truth_cache[article] = metrics.voxel_ranks(_voxels(truth_img, mask))
+                if fold == first_fold:  # only first-fold truths can be drawn as examples
+                    truth_imgs[article] = truth_img
+            predictions = {
+                ("parcel", lvl): predict_parcel_map(trained, text_emb[index], parcel_emb[lvl],
+                                                    label_volumes[lvl], maps_img.affine, temperature)
+                for lvl in levels
+            }
+            text_input = decoder_inputs.get(trained, keys["section"], article) if has_decoder else None
+            if text_input is not None:
+                decoded = predict_decoder_map(trained, text_input, projector)
+                has_decoder = decoded is not None
+                if decoded is not None:
+                    predictions[("decoder", "atlas")] = decoded
+            for (route, lvl), img in predictions.items():
+                curve = metrics.dice_curve_from_ranks(
+                    metrics.voxel_ranks(_voxels(img, mask)), truth_cache[article], fractions)
+                rows += [(keys["model"], keys["section"], route, lvl, fold, article, f, d)
+                         for f, d in zip(fractions, curve)]
+            is_example_job = (fold == first_fold and keys["model"] == example_model
+                              and keys["section"] == example_section)
+            if is_example_job and len(examples) < n_examples:
+                examples[article] = {"truth: KDE of its peaks": truth_imgs[article]} | {
+                    f"{keys['model']} {route} {lvl}": img for (route, lvl), img in predictions.items()
+                }
+    dice = pd.DataFrame(rows, columns=["model", "section", "route", "level", "fold",
+                                       "article_id", "fraction", "dice"])
+    summary = summarise_dice(dice, fractions)
+    write_parquet(dice, out_dice)
+    write_parquet(summary, out_summary)
+    with atomic_path(out_markdown) as tmp:
+        tmp.write_text(dice_markdown(summary, fractions))
+    _write_examples(examples, example_figures, example_dir, figures)
+    return summary
+
+
+class DecoderInputs:
+    """Lazy per-section access to the decoder route's inputs of one article.
+
+    Text-embedding models take the article's row of the section's embedding table; the
+    TF-IDF model takes its raw section text.
+    """
+
+    def __init__(self, text_inputs: dict, articles):
+        self.paths = dict(text_inputs)
+        self.articles_path = articles
+        self._matrices: dict = {}
+        self._texts: dict = {}
+
+    def get(self, trained, section: str, article: str):
+        """Input for ``trained.predict_brain``, or None when the article has none."""
+        if getattr(trained, "name", None) == "tfidf":
+            from mnm.models.regression import section_texts
+
+            if section not in self._texts:
+                self._texts[section] = section_texts(read_parquet(self.articles_path), section)
+            texts = self._texts[section]
+            return [texts.loc[article]] if article in texts.index else None
+        if section not in self.paths:
+            raise ValueError(f"no text embeddings given for section {section!r}")
+        if section not in self._matrices:
+            ids, matrix = read_matrix(self.paths[section])
+            self._matrices[section] = ({str(a): i for i, a in enumerate(ids)}, matrix)
+        rows, matrix = self._matrices[section]
+        return matrix[[rows[article]]] if article in rows else None
+
+
+def summarise_dice(dice: pd.DataFrame, fractions) -> pd.DataFrame:
+    """Area under each article's Dice curve, then mean ± std (ddof=1) over articles."""
+    keys = ["model", "section", "route", "level"]
+    if dice.empty:
+        return pd.DataFrame(columns=keys + ["dice_auc_mean", "dice_auc_std", "n_articles"])
+    areas = (
+        dice.sort_values("fraction")
+        .groupby(keys + ["fold", "article_id"], sort=False)
+        .apply(lambda g: metrics.dice_auc(g["fraction"], g["dice"]), include_groups=False)
+        .rename("auc").reset_index()
+    )
+    summary = areas.groupby(keys, sort=False)["auc"].agg(
+        dice_auc_mean="mean", dice_auc_std=lambda v: v.std(ddof=1), n_articles="count")
+    at = dice.groupby(keys + ["fraction"], sort=False)["dice"].mean().unstack("fraction")
+    at.columns = [f"dice_top_{round(100 * f)}" for f in at.columns]
+    return summary.join(at).reset_index()
+
+
+def dice_markdown(summary: pd.DataFrame, fractions) -> str:
+    """Markdown table of the Dice-curve areas (and Dice at each fraction)."""
+    span = fractions[-1] - fractions[0]
+    lines = [
+        "# Map prediction (Dice vs held-out articles' KDE maps)",
+        "",
+        f"Dice of the top {100 * fractions[0]:.0f}..{100 * fractions[-1]:.0f} % voxels (MNI brain "
+        f"mask) of the predicted map and of the article's own peak KDE map; AUC = trapezoid area "
+        f"under that curve (maximum {span:.2f}). Mean ± std over held-out articles.",
+        "",
+    ]
+    at_columns = [c for c in summary.columns if c.startswith("dice_top_")]
+    header = ["model", "section", "route", "level", "n", "Dice AUC"] + at_columns
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.itertuples(index=False):
+        row = row._asdict()
+        std = row["dice_auc_std"]
+        cells = [row["model"], row["section"], row["route"], row["level"], str(row["n_articles"]),
+                 f"{row['dice_auc_mean']:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")]
+        cells += [f"{row[c]:.3f}" for c in at_columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_examples(examples: dict, figure_paths, example_dir, figures) -> None:
+    if example_dir is not None:
+        Path(example_dir).mkdir(parents=True, exist_ok=True)
+    articles = list(examples)
+    for i, path in enumerate(figure_paths):
+        if i >= len(articles):
+            figures.glass_brain_row({}, path, title="fewer held-out articles than examples")
+            continue
+        article = articles[i]
+        figures.glass_brain_row(examples[article], path, title=f"held-out article {article}")
+        if example_dir is not None:
+            for name, img in examples[article].items():
+                safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+                save_nifti(img, Path(example_dir) / f"{article}_{safe}.nii.gz")
+
+
+def write_poincare_figure(model_pt, atlas_dir, out_png, fwhm_mm: float = 9.0,
+                          zscore: bool = False, levels=None) -> None:
+    """Poincare-disk figure of the parcel embeddings of a hyperbolic model at two levels.
+
+    By default the two coarsest levels with at least 3 parcels (DiFuMo: Yeo 7 and Yeo 17
+    networks; AICHA offline: gyral structures and regions); see
+    :func:`mnm.report.hierarchy.poincare_disk_coordinates` for the 2D projection.
+    """
+    from mnm.atlas import read_atlas
+    from mnm.brain import BrainProjector
+    from mnm.report import figures
+    from mnm.report.hierarchy import poincare_disk_coordinates
+    from mnm.train import load_trained
+
+    maps_img, components = read_atlas(atlas_dir)
+    levels = list(levels or informative_levels(components)[:2])
+    projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
+    trained = load_trained(model_pt)
+    curvature = model_curvature(trained)
+    panels = {}
+    for level in levels:
+        names, coefs = parcel_coefficients(maps_img, components, level, projector, zscore)
+        panels[level] = (poincare_disk_coordinates(parcel_embeddings(trained, coefs), curvature), names)
+    figures.poincare_disk(panels, out_png, title=f"parcel embeddings, {Path(model_pt).parent}")
+
+
+def model_curvature(trained) -> float:
+    """Curvature c of a trained hyperbolic model (from its attributes or logged scalars)."""
+    for source in (trained, getattr(trained, "model", None)):
+        value = getattr(source, "curvature", None)
+        if value is not None and not callable(value):
+            return float(_numpy(value))
+    config = getattr(trained, "config", None) or {}
+    if isinstance(config, dict) and "curvature" in config:
+        return float(config["curvature"])
+    model = getattr(trained, "model", None)
+    if model is not None and hasattr(model, "log_scalars"):
+        scalars = model.log_scalars()
+        if "curvature" in scalars:
+            return float(scalars["curvature"])
+    raise ValueError("trained model exposes no curvature (is it a hyperbolic model?)")
