@@ -1,7 +1,6 @@
 # MNM pipeline: PubMed Central articles -> text and brain features -> hyperbolic
 # brain-text models per fold -> evaluation report. Run: snakemake --cores all
 # (profiles/default is loaded automatically; see README.md for the paper-scale run).
-from pathlib import Path
 
 
 configfile: "config.yaml"
@@ -9,16 +8,18 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
-
-
-for _stage in ["brain", "text", "models", "report"]:
-    if Path(f"workflow/rules/{_stage}.smk").exists():
-
-        include: f"workflow/rules/{_stage}.smk"
+include: "workflow/rules/brain.smk"
+include: "workflow/rules/text.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/corpus/articles.parquet",
+        f"{RESULTS}/corpus/qc.parquet",
         f"{RESULTS}/folds.parquet",
+        BRAIN_TARGETS,
+        TEXT_EMBEDDINGS,
+        MODEL_OUTPUTS,
+        f"{RESULTS}/report/index.md",

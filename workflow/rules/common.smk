@@ -14,6 +14,8 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 ENCODER = config["text"]["encoder"]
 ATLAS = config["atlas"]["name"]
 FOLDS = [str(f) for f in range(config["folds"]["n_folds"])]
+# Cross-validation folds plus "all" (trained on every article, for queries).
+MODEL_FOLDS = [*FOLDS, "all"]
 
 
 wildcard_constraints:
@@ -23,3 +25,16 @@ wildcard_constraints:
     model="[a-z_]+",
     fold="[0-9]+|all",
     shard="[0-9]+",
+
+MODEL_FILES = ["model.pt", "history.parquet", "test_embeddings.parquet"]
+
+
+def model_targets(folds=None, files=MODEL_FILES):
+    """Per-fold outputs of every configured model and section (default: every fold and "all")."""
+    return expand(
+        f"{RESULTS}/models/{{model}}/{ENCODER}/{{section}}/{ATLAS}/fold-{{fold}}/{{file}}",
+        model=config["models"]["names"],
+        section=config["models"]["sections"],
+        fold=MODEL_FOLDS if folds is None else folds,
+        file=files,
+    )

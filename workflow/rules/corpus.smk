@@ -16,6 +16,8 @@ rule corpus:
     threads: config["corpus"]["pubget"]["n_jobs"]
     resources:
         mem_mb=4000,
+    conda:
+        "../../envs/corpus.yaml"
     script:
         "../scripts/corpus.py"
 
@@ -30,5 +32,7 @@ rule folds:
         seed=config["folds"]["seed"],
     log:
         f"{LOGS}/folds.log",
+    conda:
+        "../../envs/corpus.yaml"
     script:
         "../scripts/folds.py"

