@@ -71,7 +71,7 @@ def test_section_texts_and_errors():
     assert section_texts(articles, "title").to_dict() == {"1": "A", "2": ""}
     with pytest.raises(KeyError, match="body"):
         section_texts(articles, "body")
-    with pytest.raises(ValueError, match="unknown section"):
+    with pytest.raises(ValueError, match="unknown text section .methods."):
         section_texts(articles, "methods")
 
 

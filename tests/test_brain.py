@@ -238,3 +238,15 @@ def test_coefficients_stage_and_qc(tmp_path, aicha_coarse, nimare_peaks, mask_im
                           tmp_path / "qc" / "glass_brain.png", fwhm_mm=FWHM, n_maps=1)
     kde = np.asarray(nib.load(paths[0]).dataobj)
     assert kde.max() > 0.5 and (tmp_path / "qc" / "glass_brain.png").stat().st_size > 1000
+
+
+def test_kde_img_equals_dense_reference(projector, mask_img):
+    """The separable kde_img against reference_kde (distance to every voxel)."""
+    from mnm.brain import reference_kde
+
+    xyz = np.array([[40.0, -20, 50], [-40, 20, 0], [0, -60, 30], [0, -60, 30], [300, 0, 0]])
+    fast = np.asarray(projector.kde_img(xyz).dataobj)
+    mask = np.asarray(mask_img.dataobj) > 0
+    dense = reference_kde(xyz, projector.maps_img, mask_img, projector.fwhm_mm)
+    np.testing.assert_allclose(fast[mask], dense, rtol=1e-5, atol=1e-6)
+    assert (fast[~mask] == 0).all()

@@ -465,6 +465,8 @@ def build_atlas(
 def read_atlas(atlas_dir) -> tuple[nib.Nifti1Image, pd.DataFrame]:
     """Read the atlas stage outputs from ``atlas_dir`` (``atlas.nii.gz``, ``components.parquet``).
 
+    The maps are returned in memory (float32), not as a lazy proxy.
+
     Raises
     ------
     FileNotFoundError
@@ -474,7 +476,11 @@ def read_atlas(atlas_dir) -> tuple[nib.Nifti1Image, pd.DataFrame]:
     path = atlas_dir / ATLAS_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found (has the atlas stage run?)")
-    maps_img = nib.load(path)
+    loaded = nib.load(path)
+    # Decompress once: callers read the maps several times (projector, parcel labels), and
+    # each read of a proxy image inflates the whole .nii.gz again (seconds for 384 maps).
+    maps_img = nib.Nifti1Image(np.asarray(loaded.dataobj, dtype=np.float32), loaded.affine,
+                               loaded.header)
     components = read_parquet(atlas_dir / COMPONENTS_FILE)
     if maps_img.ndim != 4 or maps_img.shape[3] != len(components):
         raise ValueError(

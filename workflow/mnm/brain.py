@@ -535,17 +535,42 @@ class BrainProjector:
             volume = volume[..., 0]
         return nib.Nifti1Image(volume, self.maps_img.affine)
 
-    def kde_img(self, xyz_mm) -> nib.Nifti1Image:
-        """Dense KDE map of one article's peaks, masked to the brain (the reference KDE).
+    def _kde_geometry(self) -> tuple[np.ndarray, np.ndarray]:
+        """(support, brain mask) boolean volumes; computed once, without the lookup table."""
+        if not hasattr(self, "_kde_support"):
+            if hasattr(self, "atlas_voxels_"):
+                atlas_voxels = self.atlas_voxels_
+            else:
+                atlas_voxels = (_as_4d_array(self.maps_img) != 0).any(axis=-1)
+            distance = ndimage.distance_transform_edt(~atlas_voxels, sampling=self._grid_steps())
+            self._kde_support = distance <= self.support_mm * (1 + _SUPPORT_SLACK)
+            self._kde_mask = self.mask_ if hasattr(self, "mask_") else self._brain_mask()
+        return self._kde_support, self._kde_mask
 
-        Does not need :meth:`fit` (no lookup table is involved).
+    def kde_img(self, xyz_mm) -> nib.Nifti1Image:
+        """Dense KDE map of one article's peaks, masked to the brain.
+
+        Equals :func:`reference_kde` (same snapped peaks, same support rule; tested), but a
+        unit Gaussian centred on a voxel factorises over the three grid axes, so each peak
+        costs three 1D kernels and the sum over peaks is one matrix product instead of a
+        distance from every peak to every brain voxel (about 100x faster).
         """
-        mask = self._brain_mask()
-        mask_img = nib.Nifti1Image(mask.astype(np.uint8), self.maps_img.affine)
-        values = reference_kde(xyz_mm, self.maps_img, mask_img, self.fwhm_mm, self.support_mm)
-        volume = np.zeros(mask.shape, dtype=np.float32)
-        volume[mask] = values
-        return nib.Nifti1Image(volume, self.maps_img.affine)
+        support, mask = self._kde_geometry()
+        xyz_mm = np.asarray(xyz_mm, dtype=np.float64).reshape(-1, 3)
+        ijk = snap_to_voxels(xyz_mm, self.maps_img.affine)
+        in_grid = ((ijk >= 0) & (ijk < np.array(support.shape))).all(axis=1)
+        ijk = ijk[in_grid]
+        ijk = ijk[support[tuple(ijk.T)]]  # the support rule of the table and the reference
+        shape = mask.shape
+        sigma = fwhm_to_sigma(self.fwhm_mm)
+        kernels = [
+            np.exp(-(((np.arange(n)[None, :] - ijk[:, [axis]]) * step) ** 2) / (2 * sigma**2))
+            for axis, (n, step) in enumerate(zip(shape, self._grid_steps()))
+        ]  # three (n_peaks, n_axis) arrays
+        plane = (kernels[0][:, :, None] * kernels[1][:, None, :]).reshape(len(ijk), -1)
+        volume = (plane.T @ kernels[2]).reshape(shape)
+        volume[~mask] = 0.0
+        return nib.Nifti1Image(volume.astype(np.float32), self.maps_img.affine)
 
 
 # --------------------------------------------------------------------------- stage functions

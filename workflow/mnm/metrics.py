@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 __all__ = [
     "DIRECTIONS",
@@ -244,5 +243,13 @@ def dice_auc(fractions, dice) -> float:
 
 def kendall_tau(x, y) -> tuple[float, float]:
     """Kendall's tau-b and its two-sided p-value (scipy.stats.kendalltau)."""
-    result = stats.kendalltau(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    result = _scipy_stats().kendalltau(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     return float(result.statistic), float(result.pvalue)
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it costs seconds, and most callers (one job per
+    fold) never need it."""
+    from scipy import stats
+
+    return stats

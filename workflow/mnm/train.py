@@ -41,6 +41,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from mnm import metrics
 from mnm.folds import validation_split
 from mnm.io import atomic_path, read_matrix, read_parquet, vectors_to_arrow, write_parquet
 from mnm.models.regression import fit_ridge, fit_tfidf_ridge, pearson_score_matrix, section_texts
@@ -274,13 +275,6 @@ def split_fold(ids, folds, fold, validation_fraction: float, seed: int):
 
 
 # --------------------------------------------------------------------------- scoring
-def _recall_at_k(scores: np.ndarray, k: int) -> float:
-    """Share of rows whose diagonal entry ranks within the top ``k``; ties count against it."""
-    true = np.diag(scores)[:, None]
-    rank = (scores >= true).sum(axis=1)  # pessimistic: a tie ranks the true pair last
-    return float(np.mean(rank <= k))
-
-
 def validation_recalls(scores: np.ndarray) -> dict:
     """Recall@1 and @10 both directions on a square validation score matrix, and their mean.
 
@@ -292,7 +286,7 @@ def validation_recalls(scores: np.ndarray) -> dict:
     values = {}
     for direction, matrix in (("t2b", scores), ("b2t", scores.T)):
         for k in (1, 10):
-            values[f"val_recall_at_{k}_{direction}"] = _recall_at_k(matrix, k)
+            values[f"val_recall_at_{k}_{direction}"] = metrics.recall_at_k(matrix, k)
     values["val_mean_recall"] = float(np.mean(list(values.values())))
     return values
 

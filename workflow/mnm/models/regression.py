@@ -131,18 +131,19 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> 
 def section_texts(articles: pd.DataFrame, section: str) -> pd.Series:
     """Text of one section per article, indexed by ``article_id`` (missing -> empty string).
 
-    ``title_abstract`` is ``title + ". " + abstract`` (the text stage's definition).
+    The same texts the text stage embeds (:func:`mnm.text.sections.section_texts`), so the
+    TF-IDF baseline and the embedding models read identical inputs.
     """
-    if section not in SECTIONS:
-        raise ValueError(f"unknown section {section!r}; expected one of {SECTIONS}")
-    needed = ["title", "abstract"] if section == "title_abstract" else [section]
-    missing = [c for c in ["article_id", *needed] if c not in articles.columns]
-    if missing:
-        raise KeyError(f"articles table lacks column(s) {missing} needed for section {section!r}")
-    clean = articles.set_index(articles["article_id"].astype(str))[needed].fillna("").astype(str)
-    if section == "title_abstract":
-        return (clean["title"].str.strip() + ". " + clean["abstract"].str.strip()).str.strip(". ")
-    return clean[section]
+    from mnm.text.sections import section_texts as texts_of_section
+
+    if "article_id" not in articles.columns:
+        raise KeyError("articles table lacks column 'article_id'")
+    try:
+        texts = texts_of_section(articles, section)
+    except ValueError as error:
+        raise KeyError(str(error)) if "missing column" in str(error) else error
+    return pd.Series([t or "" for t in texts],
+                     index=articles["article_id"].astype(str).to_numpy(), dtype=object)
 
 
 def pearson_score_matrix(pred: np.ndarray, true: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ __all__ = [
     "level_columns",
     "informative_levels",
     "parcel_assignment",
+    "component_label_volume",
     "parcel_label_volume",
     "parcel_coefficients",
     "parcel_embeddings",
@@ -83,25 +84,47 @@ def parcel_assignment(components: pd.DataFrame, level: str) -> tuple[list[str], 
     return names, np.array([lookup[label] for label in labels], dtype=np.int64)
 
 
-def parcel_label_volume(maps_img, component_parcel: np.ndarray) -> np.ndarray:
-    """3D array of the parcel index of each voxel (-1 outside every component).
+def component_label_volume(maps_img) -> np.ndarray:
+    """3D array of the component index of each voxel (-1 outside every component).
 
     A voxel belongs to the component with the largest map value there (the usual
     max-probability labelling of a probabilistic atlas; exact for a deterministic one).
+    Computing this is an argmax over the whole 4D atlas: do it once and pass the result
+    to :func:`parcel_label_volume` for every level.
     """
     maps = np.asarray(maps_img.dataobj, dtype=np.float32)
-    if maps.ndim != 4 or maps.shape[3] != len(component_parcel):
-        raise ValueError(
-            f"atlas has shape {maps.shape} but components table has {len(component_parcel)} rows"
-        )
+    if maps.ndim != 4:
+        raise ValueError(f"atlas must be 4D, got shape {maps.shape}")
     winner = maps.argmax(axis=3)
-    labels = component_parcel[winner]
-    labels[maps.max(axis=3) <= 0] = -1
-    return labels
+    winner[maps.max(axis=3) <= 0] = -1
+    return winner
+
+
+def parcel_label_volume(maps_img_or_labels, component_parcel: np.ndarray) -> np.ndarray:
+    """3D array of the parcel index of each voxel (-1 outside every component).
+
+    Parameters
+    ----------
+    maps_img_or_labels : 4D image, or 3D int array from :func:`component_label_volume`
+    component_parcel : (n_components,) int array
+        Parcel index of each component (:func:`parcel_assignment`).
+    """
+    if isinstance(maps_img_or_labels, np.ndarray) and maps_img_or_labels.ndim == 3:
+        components = maps_img_or_labels
+    else:
+        components = component_label_volume(maps_img_or_labels)
+        if maps_img_or_labels.shape[3] != len(component_parcel):
+            raise ValueError(
+                f"atlas has shape {maps_img_or_labels.shape} but components table has "
+                f"{len(component_parcel)} rows"
+            )
+    component_parcel = np.asarray(component_parcel, dtype=np.int64)
+    return np.where(components >= 0, component_parcel[np.maximum(components, 0)], -1)
 
 
 def parcel_coefficients(
-    maps_img, components: pd.DataFrame, level: str, projector=None, zscore: bool = False
+    maps_img, components: pd.DataFrame, level: str, projector=None, zscore: bool = False,
+    component_labels: np.ndarray | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Brain vectors (atlas coefficients) of the parcels of one hierarchy level.
 
@@ -119,6 +142,8 @@ def parcel_coefficients(
     zscore : bool
         z-score each vector across components, as the brain stage does when
         ``brain.zscore`` is set, so the encoder sees features on its training scale.
+    component_labels : 3D int array, optional
+        :func:`component_label_volume` of ``maps_img``, when already computed.
 
     Returns
     -------
@@ -129,7 +154,8 @@ def parcel_coefficients(
     if projector is None:
         coefs = (component_parcel[None, :] == np.arange(len(names))[:, None]).astype(np.float32)
     else:
-        labels = parcel_label_volume(maps_img, component_parcel)
+        labels = parcel_label_volume(
+            maps_img if component_labels is None else component_labels, component_parcel)
         rows = []
         for index in tqdm(range(len(names)), desc=f"parcel vectors {level}", leave=False):
             mask = nib.Nifti1Image((labels == index).astype(np.float32), maps_img.affine)
@@ -264,9 +290,12 @@ def evaluate_map_prediction(
     levels = informative_levels(components)
     projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
     mask = projector.mask_  # the MNI brain mask the KDE maps are restricted to
-    label_volumes = {lvl: parcel_label_volume(maps_img, parcel_assignment(components, lvl)[1])
+    component_labels = component_label_volume(maps_img)
+    label_volumes = {lvl: parcel_label_volume(component_labels,
+                                              parcel_assignment(components, lvl)[1])
                      for lvl in levels}
-    parcel_vectors = {lvl: parcel_coefficients(maps_img, components, lvl, projector, zscore)[1]
+    parcel_vectors = {lvl: parcel_coefficients(maps_img, components, lvl, projector, zscore,
+                                               component_labels)[1]
                       for lvl in levels}
     peak_table = read_parquet(peaks)
     peak_table["article_id"] = peak_table["article_id"].astype(str)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mnm import metrics
 from mnm.io import atomic_path, write_parquet
@@ -142,7 +141,7 @@ def paired_comparison(
         diff = (a.loc[folds] - b.loc[folds]).to_numpy()
         p_value = np.nan
         if len(diff) >= 2 and np.any(diff != 0):
-            p_value = float(stats.wilcoxon(diff).pvalue)
+            p_value = float(_scipy_stats().wilcoxon(diff).pvalue)
         rows.append({
             "section": section, "direction": direction, "metric": metric, "k": int(k),
             "model": model, "baseline": baseline, "n_folds": len(diff),
@@ -264,3 +263,11 @@ def write_retrieval_report(
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(table1_markdown(summary, comparison, models_order))
     return summary
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it costs seconds, and most callers (one job per
+    fold) never need it."""
+    from scipy import stats
+
+    return stats
