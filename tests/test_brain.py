@@ -250,3 +250,13 @@ def test_kde_img_equals_dense_reference(projector, mask_img):
     dense = reference_kde(xyz, projector.maps_img, mask_img, projector.fwhm_mm)
     np.testing.assert_allclose(fast[mask], dense, rtol=1e-5, atol=1e-6)
     assert (fast[~mask] == 0).all()
+
+
+def test_transform_labels_equals_transform_img_per_label(projector):
+    """One sparse product for a whole label volume == transform_img of each binary mask."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(-1, 4, size=projector.mask_.shape)
+    fast = projector.transform_labels(labels, 4)
+    for label in range(4):
+        mask = nib.Nifti1Image((labels == label).astype(np.float32), projector.maps_img.affine)
+        assert _relative_error(fast[label], projector.transform_img(mask)) <= 1e-5

@@ -318,3 +318,16 @@ def test_map_prediction_and_poincare_with_trained_models(tmp_path):
     maps.write_poincare_figure(fold_dir(tmp_path, "mnm", "title", "all") / "model.pt", atlas_dir,
                                figure, fwhm_mm=6.0)
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parcel_vectors_through_the_projector_match_hand_values():
+    """Disjoint boxes: the least-squares projection of a parcel mask is its indicator."""
+    from mnm.brain import BrainProjector
+
+    maps_img, components = tiny_atlas()
+    full_mask = nib.Nifti1Image(np.ones(maps_img.shape[:3], np.uint8), maps_img.affine)
+    projector = BrainProjector(maps_img, fwhm_mm=4.0, mask_img=full_mask).fit()
+    labels = maps.component_label_volume(maps_img, projector)
+    np.testing.assert_array_equal(labels, maps.component_label_volume(maps_img))
+    _, coefs = maps.parcel_coefficients(maps_img, components, "level_1", projector)
+    np.testing.assert_allclose(coefs, [[1, 1, 0, 0], [0, 0, 1, 1]], atol=1e-6)

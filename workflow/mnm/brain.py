@@ -520,6 +520,36 @@ class BrainProjector:
         projected = (self.design_.T @ values).astype(np.float64)
         return (self.gram_inv_ @ projected).astype(np.float32)
 
+    def transform_labels(self, label_volume, n_labels: int) -> np.ndarray:
+        """Coefficients of the binary mask of each label ``0 .. n_labels - 1``.
+
+        The same as :meth:`transform_img` of each mask (tested), in one sparse product:
+        parcel maps of a whole atlas level cost one pass instead of one per parcel.
+
+        Parameters
+        ----------
+        label_volume : 3D int array on the atlas grid
+            Label of each voxel; negative values belong to no label.
+        n_labels : int
+
+        Returns
+        -------
+        (n_labels, k) float32 array
+        """
+        self._check_fitted()
+        labels = np.asarray(label_volume)
+        if labels.shape != self.mask_.shape:
+            raise ValueError(f"label volume of shape {labels.shape} is not on the atlas grid "
+                             f"{self.mask_.shape}")
+        labels = np.where(self.mask_, labels, -1)[self.atlas_voxels_]
+        rows = np.flatnonzero((labels >= 0) & (labels < n_labels))
+        indicator = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float64), (labels[rows], rows)),
+            shape=(int(n_labels), len(labels)),
+        )
+        projected = np.asarray(indicator @ self.design_.astype(np.float64))
+        return (projected @ self.gram_inv_).astype(np.float32)  # (D^T D)^-1 is symmetric
+
     def inverse_transform(self, coefficients) -> nib.Nifti1Image:
         """Map ``sum_j c_j D_j`` (3D for one vector, 4D for a (n, k) matrix)."""
         self._check_fitted()

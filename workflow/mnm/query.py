@@ -162,10 +162,10 @@ class QueryRun:
             "rank": np.arange(1, len(order) + 1),
             "article_id": ids[order].astype(str),
             "score": scores[order].astype(float),
-            "title": meta["title"].to_numpy(),
-            "pmcid": meta["pmcid"].to_numpy(),
-            "pmid": meta["pmid"].to_numpy(),
-            "doi": meta["doi"].to_numpy(),
+            "title": meta["title"].array,
+            "pmcid": meta["pmcid"].array,
+            "pmid": meta["pmid"].array,
+            "doi": meta["doi"].array,
         })
         return table
 
@@ -241,11 +241,13 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
         maps["decoder"] = decoder
     maps_img, components = run.atlas
     zscore = run.config["brain"]["zscore"]
+    component_labels = map_routes.component_label_volume(maps_img, run.projector)
     for level in map_routes.informative_levels(components):
-        names, coefficients = map_routes.parcel_coefficients(
-            maps_img, components, level, projector=run.projector, zscore=zscore)
+        _, coefficients = map_routes.parcel_coefficients(
+            maps_img, components, level, projector=run.projector, zscore=zscore,
+            component_labels=component_labels)
         _, component_parcel = map_routes.parcel_assignment(components, level)
-        label_volume = map_routes.parcel_label_volume(maps_img, component_parcel)
+        label_volume = map_routes.parcel_label_volume(component_labels, component_parcel)
         parcel_embedding = map_routes.parcel_embeddings(trained, coefficients)
         maps[f"parcels_{level}"] = map_routes.predict_parcel_map(
             trained, text_embedding, parcel_embedding, label_volume, maps_img.affine)
@@ -321,9 +323,13 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
         for name, img in (maps or {}).items():
             nib.save(img, scratch / f"{name}.nii.gz")
             data = np.asarray(img.dataobj)
-            threshold = float(np.quantile(data[data > 0], 0.9)) if (data > 0).any() else None
+            positive = data[data > 0]
+            # Show the top 10% of voxels, coloured from that threshold to the maximum, so
+            # nearly flat maps (a softmax over hundreds of parcels) still show contrast.
+            threshold = float(np.quantile(positive, 0.9)) if positive.size else None
             display = plotting.plot_glass_brain(
-                img, threshold=threshold, colorbar=True, plot_abs=False,
+                img, threshold=threshold, colorbar=True, plot_abs=False, cmap="YlOrRd",
+                vmin=threshold, vmax=float(positive.max()) if positive.size else None,
                 title=f"{title[:50]} ({name})" if title else name,
             )
             display.savefig(scratch / f"{name}.png", dpi=100)

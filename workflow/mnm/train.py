@@ -395,7 +395,7 @@ def _encode(encoder, matrix: np.ndarray, device: torch.device, batch_size: int =
     """Apply ``encoder`` in inference batches and return float32 numpy."""
     outputs = []
     for start in range(0, len(matrix), batch_size):
-        chunk = torch.as_tensor(matrix[start : start + batch_size], dtype=torch.float32, device=device)
+        chunk = torch.tensor(matrix[start : start + batch_size], dtype=torch.float32, device=device)  # a copy: inputs may be read-only Arrow buffers
         outputs.append(encoder(chunk).float().cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)

@@ -84,14 +84,21 @@ def parcel_assignment(components: pd.DataFrame, level: str) -> tuple[list[str], 
     return names, np.array([lookup[label] for label in labels], dtype=np.int64)
 
 
-def component_label_volume(maps_img) -> np.ndarray:
+def component_label_volume(maps_img, projector=None) -> np.ndarray:
     """3D array of the component index of each voxel (-1 outside every component).
 
     A voxel belongs to the component with the largest map value there (the usual
     max-probability labelling of a probabilistic atlas; exact for a deterministic one).
-    Computing this is an argmax over the whole 4D atlas: do it once and pass the result
-    to :func:`parcel_label_volume` for every level.
+    Computing this is an argmax over the 4D atlas: do it once and pass the result to
+    :func:`parcel_label_volume` for every level. With a fitted ``projector`` the argmax
+    runs over its atlas voxels only (same result: every other voxel is -1).
     """
+    if projector is not None:
+        design = projector.design_
+        winner = np.where(design.max(axis=1) > 0, design.argmax(axis=1), -1)
+        volume = np.full(projector.atlas_voxels_.shape, -1, dtype=np.int64)
+        volume[projector.atlas_voxels_] = winner
+        return volume
     maps = np.asarray(maps_img.dataobj, dtype=np.float32)
     if maps.ndim != 4:
         raise ValueError(f"atlas must be 4D, got shape {maps.shape}")
@@ -154,13 +161,10 @@ def parcel_coefficients(
     if projector is None:
         coefs = (component_parcel[None, :] == np.arange(len(names))[:, None]).astype(np.float32)
     else:
-        labels = parcel_label_volume(
-            maps_img if component_labels is None else component_labels, component_parcel)
-        rows = []
-        for index in tqdm(range(len(names)), desc=f"parcel vectors {level}", leave=False):
-            mask = nib.Nifti1Image((labels == index).astype(np.float32), maps_img.affine)
-            rows.append(np.asarray(projector.transform_img(mask), dtype=np.float32).ravel())
-        coefs = np.stack(rows)
+        if component_labels is None:
+            component_labels = component_label_volume(maps_img, projector)
+        labels = parcel_label_volume(component_labels, component_parcel)
+        coefs = projector.transform_labels(labels, len(names))
     if zscore:
         from mnm.brain import zscore_rows
 
@@ -290,7 +294,7 @@ def evaluate_map_prediction(
     levels = informative_levels(components)
     projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
     mask = projector.mask_  # the MNI brain mask the KDE maps are restricted to
-    component_labels = component_label_volume(maps_img)
+    component_labels = component_label_volume(maps_img, projector)
     label_volumes = {lvl: parcel_label_volume(component_labels,
                                               parcel_assignment(components, lvl)[1])
                      for lvl in levels}
