@@ -139,9 +139,12 @@ def _draw_glass_brains(plotting, images: dict, path, top_fraction: float, title:
         values = data[data > 0]
         # just below the quantile, so a map whose top voxels share one value still shows them
         threshold = float(np.nextafter(np.quantile(values, 1 - top_fraction), -np.inf)) if values.size else 0.0
+        # Colours span threshold..max: a nearly flat map (a softmax over hundreds of
+        # parcels) would otherwise be drawn in one faint colour.
+        vmax = float(values.max()) if values.size else None
         plotting.plot_glass_brain(img, threshold=threshold, axes=ax, title=name[:40],
-                                  display_mode="ortho", colorbar=False,
-                                  cmap="hot", plot_abs=False)
+                                  display_mode="ortho", colorbar=False, cmap="YlOrRd",
+                                  vmin=threshold, vmax=vmax, plot_abs=False)
     if title:
         fig.suptitle(title, fontsize=8)
     save_figure(fig, path)
