@@ -89,15 +89,19 @@ def bundled_studyset_dir() -> Path:
     return path
 
 
-def _read_table(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
-    path = folder / f"{name}.parquet"
+def _read_checked(path: Path, columns: list[str], what: str) -> pd.DataFrame:
+    """Read a Parquet or CSV input, naming the file and any missing column on error."""
     if not path.is_file():
-        raise CorpusError(f"{path}: studyset table '{name}' not found")
-    table = pd.read_parquet(path)
+        raise CorpusError(f"{path}: {what} not found")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}")
     return table
+
+
+def _read_table(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
+    return _read_checked(folder / f"{name}.parquet", columns, f"studyset table '{name}'")
 
 
 def _ids_from_slug(slug) -> tuple:
@@ -164,14 +168,7 @@ def load_nimare_studyset(folder: str | os.PathLike | None = None):
 
 
 def _read_csv(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
-    path = folder / name
-    if not path.is_file():
-        raise CorpusError(f"{path}: pubget output file not found")
-    table = pd.read_csv(path)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise CorpusError(f"{path}: missing column(s) {missing}")
-    return table
+    return _read_checked(folder / name, columns, "pubget output file")
 
 
 def find_pubget_extracted_dir(pubget_dir: str | os.PathLike) -> Path:
