@@ -311,6 +311,8 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
     import nibabel as nib
     from nilearn import plotting
 
+    from mnm.report.figures import glass_brain_limits
+
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -322,15 +324,10 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
         written["articles_csv"] = "articles.csv"
         for name, img in (maps or {}).items():
             nib.save(img, scratch / f"{name}.nii.gz")
-            data = np.asarray(img.dataobj)
-            positive = data[data > 0]
-            # Show the top 10% of voxels, coloured from that threshold to the maximum, so
-            # nearly flat maps (a softmax over hundreds of parcels) still show contrast.
-            threshold = float(np.quantile(positive, 0.9)) if positive.size else None
+            threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, None)
             display = plotting.plot_glass_brain(
                 img, threshold=threshold, colorbar=True, plot_abs=False, cmap="YlOrRd",
-                vmin=threshold, vmax=float(positive.max()) if positive.size else None,
-                title=f"{title[:50]} ({name})" if title else name,
+                vmin=vmin, vmax=vmax, title=f"{title[:50]} ({name})" if title else name,
             )
             display.savefig(scratch / f"{name}.png", dpi=100)
             display.close()

@@ -107,6 +107,25 @@ def poincare_disk(levels: dict, path, title: str = "") -> None:
     save_figure(fig, path)
 
 
+def glass_brain_limits(data, top_fraction: float = 0.1) -> tuple[float, float, float] | None:
+    """(threshold, vmin, vmax) showing the top ``top_fraction`` of a map's positive voxels.
+
+    The threshold sits just below the quantile, so a map whose top voxels share one value
+    still shows them; colours span threshold..max so a nearly flat map (a softmax over
+    hundreds of parcels) keeps its contrast, and fall back to 0..max when the top voxels are
+    all equal (matplotlib cannot draw an empty colour range). None for an empty map.
+    """
+    values = np.asarray(data)
+    values = values[np.isfinite(values) & (values > 0)]
+    if not values.size:
+        return None
+    vmax = float(values.max())
+    quantile = float(np.quantile(values, 1 - top_fraction))
+    threshold = quantile - 1e-6 * abs(quantile)
+    vmin = threshold if vmax - quantile > 1e-6 * vmax else 0.0
+    return threshold, vmin, vmax
+
+
 def glass_brain_row(images: dict, path, top_fraction: float = 0.1, title: str = "") -> None:
     """One row of nilearn glass brains, each image thresholded at its top ``top_fraction``
     of non-zero voxels.
@@ -135,16 +154,10 @@ def _draw_glass_brains(plotting, images: dict, path, top_fraction: float, title:
     if not images:
         axes[0, 0].set_axis_off()
     for ax, (name, img) in zip(axes[0], images.items()):
-        data = np.asarray(img.get_fdata())
-        values = data[data > 0]
-        # just below the quantile, so a map whose top voxels share one value still shows them
-        threshold = float(np.nextafter(np.quantile(values, 1 - top_fraction), -np.inf)) if values.size else 0.0
-        # Colours span threshold..max: a nearly flat map (a softmax over hundreds of
-        # parcels) would otherwise be drawn in one faint colour.
-        vmax = float(values.max()) if values.size else None
+        threshold, vmin, vmax = glass_brain_limits(img.get_fdata(), top_fraction) or (0.0, None, None)
         plotting.plot_glass_brain(img, threshold=threshold, axes=ax, title=name[:40],
                                   display_mode="ortho", colorbar=False, cmap="YlOrRd",
-                                  vmin=threshold, vmax=vmax, plot_abs=False)
+                                  vmin=vmin, vmax=vmax, plot_abs=False)
     if title:
         fig.suptitle(title, fontsize=8)
     save_figure(fig, path)
