@@ -63,3 +63,13 @@ def test_load_query_map_errors(tmp_path):
     assert load_query_map(single).shape == (3, 3, 3)
     with pytest.raises(QueryError, match="not found"):
         load_query_map(tmp_path / "missing.nii.gz")
+
+
+def test_write_outputs_tiny_value_span(tmp_path):
+    """A softmax over hundreds of parcels: values ~2.6e-3 spanning ~1e-5 (nilearn's colour
+    bar fails on such spans in absolute units)."""
+    data = np.zeros((30, 30, 30))
+    data[5:25, 5:25, 5:25] = 0.0024929 + np.random.default_rng(0).random((20, 20, 20)) * 2.2e-4
+    paths = write_outputs(tmp_path / "out", TABLE, {"parcels": _img(data)}, title="q")
+    np.testing.assert_allclose(nib.load(paths["parcels"]).get_fdata(), data, rtol=1e-6)
+    assert (tmp_path / "out" / "parcels.png").stat().st_size > 1000

@@ -324,10 +324,16 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
         written["articles_csv"] = "articles.csv"
         for name, img in (maps or {}).items():
             nib.save(img, scratch / f"{name}.nii.gz")
-            threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, None)
+            threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, 1.0)
+            # Drawn relative to the map's maximum: nilearn's colour bar breaks on spans as
+            # small as a softmax over hundreds of parcels (~1e-5); the title keeps the scale.
+            shown = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) / vmax,
+                                    img.affine)
             display = plotting.plot_glass_brain(
-                img, threshold=threshold, colorbar=True, plot_abs=False, cmap="YlOrRd",
-                vmin=vmin, vmax=vmax, title=f"{title[:50]} ({name})" if title else name,
+                shown, colorbar=True, plot_abs=False, cmap="YlOrRd",
+                threshold=None if threshold is None else threshold / vmax,
+                vmin=None if vmin is None else vmin / vmax, vmax=1.0,
+                title=f"{title[:28]} ({name}, x {vmax:.2g})" if title else f"{name}, x {vmax:.2g}",
             )
             display.savefig(scratch / f"{name}.png", dpi=100)
             display.close()
