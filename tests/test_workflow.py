@@ -110,3 +110,15 @@ def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     assert (project / "results/logs/corpus.log").stat().st_size > 0
     again = snakemake(project, "-n", *targets)
     assert "Nothing to be done" in again.stdout
+
+
+def test_slurm_gpu_requests_do_not_mix_gpu_and_gres():
+    """snakemake-executor-plugin-slurm rejects a job that sets both `gpu` and `gres`; the
+    rules request GPUs through `gpu`, so the profile must not add `gres`."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    gpu_rules = {name for name, res in profile["set-resources"].items() if "gpu" in res}
+    assert {"embed_shard", "train_model"} <= gpu_rules
+    for name, resources in profile["set-resources"].items():
+        assert "gres" not in resources, name
+    for rules in (ROOT / "workflow/rules").glob("*.smk"):
+        assert "gres" not in rules.read_text(), rules.name
