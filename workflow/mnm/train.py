@@ -137,12 +137,9 @@ def build_torch_model(model_name: str, text_dim: int, brain_dim: int, **kwargs) 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto``/None -> cuda when available, else cpu; asking for absent cuda is an error."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("models.device is 'cuda' but torch sees no CUDA device")
-    return device
+    from mnm.text.encoder import resolve_device as resolve_device_name
+
+    return torch.device(resolve_device_name(device, key="models.device"))
 
 
 # --------------------------------------------------------------------------- inputs

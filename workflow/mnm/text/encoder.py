@@ -54,20 +54,23 @@ DTYPES = {"float32", "bfloat16", "float16"}
 # ----------------------------------------------------------------------------------------
 # device / dtype
 # ----------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str = "auto", key: str = "text.device") -> str:
     """Return ``"cuda"`` or ``"cpu"`` (or the explicit device given).
 
     Parameters
     ----------
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:<i>"``.
+    key : str
+        Config key named in the error when CUDA is asked for but absent.
     """
     import torch
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"text.device is {device!r} but torch sees no CUDA device")
+        raise ValueError(f"{key} is {device!r} but torch sees no CUDA device")
     return device
 
 
