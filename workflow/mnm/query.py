@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -78,7 +78,6 @@ class QueryRun:
     model_path: Path
     section: str
     device: str = "cpu"
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def results(self) -> Path:
