@@ -57,6 +57,9 @@ def test_config_yaml_keys_are_in_schema_and_defaults_match():
         (("corpus", "source"), "pubget_dir", "corpus.pubget_dir"),
         (("text", "encoder"), "mistral", "text.encoder"),
         (("models", "sections"), ["body"], "models.sections"),
+        (("brain", "fwhm_mm"), float("nan"), "brain.fwhm_mm: NaN"),
+        (("brain", "delta"), float("inf"), "brain.delta: NaN or infinite"),
+        (("folds", "n_folds"), 1000, "folds.n_folds: 1000 folds for a corpus of at most 320"),
     ],
 )
 def test_bad_config_names_the_key(path, value, key):
@@ -64,6 +67,19 @@ def test_bad_config_names_the_key(path, value, key):
     config[path[0]][path[1]] = value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(config)
+
+
+def test_numeric_strings_are_coerced_where_the_schema_wants_numbers():
+    config = validate_config({"folds": {"n_folds": "3"}, "brain": {"fwhm_mm": "6.5"},
+                              "models": {"training": {"lr": "1e-3", "patience": "5"}},
+                              "evaluation": {"recall_k": ["1", "10"]}})
+    assert config["folds"]["n_folds"] == 3 and isinstance(config["folds"]["n_folds"], int)
+    assert config["brain"]["fwhm_mm"] == 6.5 and config["models"]["training"]["lr"] == 1e-3
+    assert config["models"]["training"]["patience"] == 5 and config["evaluation"]["recall_k"] == [1, 10]
+    with pytest.raises(ConfigError, match="folds.n_folds"):
+        validate_config({"folds": {"n_folds": "3.5"}})  # not an integer: refused, not rounded
+    with pytest.raises(ConfigError, match="text.encoder"):
+        validate_config({"text": {"encoder": "123"}})  # a string key stays a string
 
 
 def test_unknown_key_is_rejected():
@@ -79,19 +95,41 @@ def test_snakemake_stops_at_start_on_bad_config(tmp_path):
     assert not (project / "results").exists()
 
 
-def test_lint_is_clean():
-    result = snakemake(ROOT, "--lint", check=False)
+def test_lint_is_clean(tmp_path):
+    project = make_project(tmp_path)  # not in the repository: lint writes .snakemake/
+    result = snakemake(project, "--lint", check=False)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Lints for" not in result.stdout, result.stdout[-4000:]
 
 
-def test_slurm_profile_and_paper_config_parse(tmp_path):
+def job_counts(stdout: str) -> dict:
+    """Jobs per rule from the "Job stats" table of a Snakemake dry run."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    counts = {}
+    for line in lines[start + 2:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_paper_config_dry_run_schedules_only_its_own_jobs(tmp_path):
     project = make_project(tmp_path)
     (project / "config").symlink_to(ROOT / "config")
-    result = snakemake(project, "-n", "--configfile", "config/paper.yaml",
-                       "--profile", "profiles/slurm")
-    assert "embed_shard" in result.stdout
-    assert "train" in result.stdout
+    result = snakemake(project, "-n", "--configfile", "config/paper.yaml", "--profile", "profiles/slurm")
+    counts = job_counts(result.stdout)
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    n_shards, sections = paper["text"]["n_shards"], paper["text"]["sections"]
+    n_models = len(validate_config({})["models"]["names"])
+    n_folds = paper["folds"]["n_folds"]
+    # only the paper's encoder: one shard job per (shard, section), one gather per section
+    assert counts["embed_shard"] == n_shards * len(sections)
+    assert counts["gather_embeddings"] == len(sections)
+    assert "minilm" not in result.stdout
+    assert counts["train_model"] == n_models * len(paper["models"]["sections"]) * n_folds
+    assert counts["train_model_all"] == n_models * len(paper["models"]["sections"])
 
 
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
@@ -105,8 +143,10 @@ def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     dropped = qc[(qc.level == "peak") & qc.reason.str.startswith("dropped")]["count"].sum()
     assert len(peaks) + dropped == 9492
     folds = pd.read_parquet(project / "results/folds.parquet")
-    assert set(folds.article_id) == set(articles.article_id)
-    assert folds.fold.value_counts().tolist() == [64] * 5
+    for _, repeat in folds.groupby("repeat"):
+        assert set(repeat.article_id) == set(articles.article_id)
+        assert repeat.fold.value_counts().tolist() == [64] * 5
+    assert folds["repeat"].nunique() == 3
     assert (project / "results/logs/corpus.log").stat().st_size > 0
     again = snakemake(project, "-n", *targets)
     assert "Nothing to be done" in again.stdout

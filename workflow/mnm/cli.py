@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="text section the model was trained on; unset: abstract if "
                             "trained, else the first of models.sections")
     query.add_argument("--model-path", default=None,
-                       help="explicit model.pt (overrides --model/--section lookup)")
+                       help="explicit model.safetensors (overrides --model/--section lookup)")
     query.add_argument("--top-k", type=int, default=10, help="number of articles returned")
     query.add_argument("--out", default="query_results",
                        help="output folder (articles.parquet/.csv, maps .nii.gz and .png)")
@@ -81,7 +81,7 @@ def _print_result(table, outputs: dict, as_json: bool) -> None:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    from mnm.query import QueryError, open_run, query_map, query_text, write_outputs
+    from mnm.query import QueryError, check_output_dir, open_run, query_map, query_text, write_outputs
 
     if (args.text is None) == (args.map_path is None):
         print("mnm query: give either TEXT or --map FILE.nii.gz (not both, not neither)",
@@ -94,6 +94,7 @@ def run_query(args: argparse.Namespace) -> int:
         print("mnm query: --top-k must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
+        check_output_dir(args.out)  # before any work: a bad --out fails at once
         if args.map_path is not None:
             from mnm.query import load_query_map
 

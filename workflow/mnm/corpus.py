@@ -77,10 +77,15 @@ class QCLog:
 # Sources
 # --------------------------------------------------------------------------------------
 def bundled_studyset_dir() -> Path:
-    """Folder of the studyset bundled with NiMARE (>= 0.22)."""
-    import nimare
+    """Folder of the studyset bundled with NiMARE (>= 0.22), found without importing NiMARE
+    (its import takes seconds and config validation calls this at every start)."""
+    import importlib.util
 
-    path = Path(nimare.__file__).parent / "resources" / NIMARE_STUDYSET_NAME
+    spec = importlib.util.find_spec("nimare")
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError("NiMARE is not installed; install nimare>=0.22 or set "
+                          "corpus.nimare_studyset to a studyset folder")
+    path = Path(list(spec.submodule_search_locations)[0]) / "resources" / NIMARE_STUDYSET_NAME
     if not path.is_dir():
         raise CorpusError(
             f"{path}: NiMARE's bundled studyset is missing; install nimare>=0.22 "

@@ -53,7 +53,7 @@ class QueryError(Exception):
 def _fold_all_model_path(config: dict, model: str, section: str) -> Path:
     return (
         Path(config["results_dir"]) / "models" / model / config["text"]["encoder"] / section
-        / config["atlas"]["name"] / "fold-all" / "model.pt"
+        / config["atlas"]["name"] / "fold-all" / "model.safetensors"
     )
 
 
@@ -91,9 +91,13 @@ class QueryRun:
 
     @cached_property
     def trained(self):
-        from mnm.train import load_trained
+        from mnm.checkpoint import CheckpointError
+        from mnm.trained import load_trained
 
-        trained = load_trained(self.model_path, device=self.device)
+        try:
+            trained = load_trained(self.model_path, device=self.device)
+        except CheckpointError as error:
+            raise QueryError(str(error), missing_run=True) from None
         encoder_cfg = trained.metadata.get("encoder_config") or {}
         model_id = str(encoder_cfg.get("model", ""))
         if self.device == "cpu" and model_id and not model_id.startswith("package:"):
@@ -123,7 +127,7 @@ class QueryRun:
         from mnm.brain import BrainProjector
 
         maps_img, _ = self.atlas
-        return BrainProjector(maps_img, fwhm_mm=self.config["brain"]["fwhm_mm"]).fit()
+        return BrainProjector(maps_img, fwhm_mm=self.config["brain"]["fwhm_mm"]).fit(lookup_table=False)
 
     @cached_property
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +192,7 @@ def open_run(
         Text section the model was trained on; default ``abstract`` when trained, else the
         first of ``models.sections``.
     model_path : path-like, optional
-        Explicit ``model.pt``; overrides ``model`` and ``section`` lookup.
+        Explicit ``model.safetensors``; overrides ``model`` and ``section`` lookup.
     device : str
         ``cpu`` or ``cuda``.
     """
@@ -289,6 +293,9 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
     for warning in caught:
         _LOG.warning("%s: %s", map_path, warning.message)
     coefficients = np.atleast_2d(np.nan_to_num(coefficients))
+    if not np.any(np.abs(coefficients) > 0):
+        raise QueryError(f"{map_path}: the map has no signal inside the brain atlas (no overlap "
+                         "with the analysis grid's brain mask); is it in MNI space?")
     if run.config["brain"]["zscore"]:
         coefficients = zscore_rows(coefficients)
     brain_embedding = np.asarray(run.trained.embed_brain(coefficients))
@@ -298,23 +305,72 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
 
 
 # --------------------------------------------------------------------------------------
+MANIFEST = "manifest.json"
+_SCRATCH_PREFIX = ".mnm-query-"
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot receive a query's files, before any work.
+
+    It may be missing (created later) or an existing folder; the nearest existing folder on
+    its path must accept a new sub-folder (tried for real: permission bits do not tell for
+    root or read-only file systems). Scratch folders left next to it by killed earlier
+    queries are removed.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QueryError(f"{out_dir}: exists and is not a folder; choose another --out")
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise QueryError(f"{out_dir}: {existing} is not a folder; choose another --out")
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=existing))
+    except OSError as error:
+        raise QueryError(f"{out_dir}: {existing} is not writable ({error.strerror}); choose another "
+                         "--out") from None
+    if out_dir.parent.is_dir():
+        for leftover in out_dir.parent.glob(f"{_SCRATCH_PREFIX}{out_dir.name}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return out_dir
+
+
+def _previous_files(out_dir: Path) -> list[str]:
+    """Files written by the previous query into ``out_dir`` (from its manifest)."""
+    import json
+
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return []
+    try:
+        files = json.loads(manifest.read_text()).get("files", [])
+    except (ValueError, AttributeError):
+        return []
+    # names only: a manifest never makes us delete outside the folder
+    return [name for name in files if isinstance(name, str) and Path(name).name == name]
+
+
 def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | None = None,
                   title: str = "") -> dict:
     """Write the table (Parquet + CSV), maps (NIfTI) and glass brains (PNG) all-or-nothing.
 
-    Returns a dict of output name -> path.
+    The files are written into a scratch folder next to ``out_dir`` and moved in only once all
+    exist; the previous query's files in ``out_dir`` (listed in its ``manifest.json``) are
+    removed first, so the folder always holds one complete query. Returns output name -> path.
     """
+    import json
+
     import matplotlib
 
     matplotlib.use("Agg")
     import nibabel as nib
     from nilearn import plotting
 
+    from mnm.io import FILE_MODE
     from mnm.report.figures import glass_brain_limits
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{out_dir.name}.", dir=out_dir.parent))
     written = {}
     try:
         table.to_parquet(scratch / "articles.parquet", index=False)
@@ -338,8 +394,13 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
             display.close()
             written[name] = f"{name}.nii.gz"
             written[f"{name}_png"] = f"{name}.png"
+        (scratch / MANIFEST).write_text(json.dumps({"title": title, "files": sorted(written.values())}))
         out_dir.mkdir(parents=True, exist_ok=True)
-        for relative in written.values():
+        for stale in _previous_files(out_dir):
+            if stale not in written.values():
+                (out_dir / stale).unlink(missing_ok=True)
+        for relative in [*written.values(), MANIFEST]:
+            os.chmod(scratch / relative, FILE_MODE)
             os.replace(scratch / relative, out_dir / relative)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

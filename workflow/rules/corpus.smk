@@ -29,6 +29,7 @@ rule folds:
         f"{RESULTS}/folds.parquet",
     params:
         n_folds=config["folds"]["n_folds"],
+        n_repeats=config["folds"]["n_repeats"],
         seed=config["folds"]["seed"],
     log:
         f"{LOGS}/folds.log",

@@ -43,6 +43,8 @@ __all__ = [
     "paint_parcels",
     "predict_parcel_map",
     "predict_decoder_map",
+    "MapEvaluator",
+    "evaluate_fold",
     "evaluate_map_prediction",
     "write_poincare_figure",
 ]
@@ -235,6 +237,121 @@ def _pick_articles(ids: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(order if n is None else order[: int(n)])
 
 
+class MapEvaluator:
+    """Atlas, projector and truth maps shared by every model of the map evaluation.
+
+    Parameters
+    ----------
+    atlas_dir : path-like
+        Folder with ``atlas.nii.gz`` and ``components.parquet``.
+    peaks : path-like
+        ``corpus/peaks.parquet`` (the truth of an article is the KDE map of its peaks).
+    fwhm_mm, zscore : float, bool
+        The brain stage's settings.
+    """
+
+    def __init__(self, atlas_dir, peaks, fwhm_mm: float = 9.0, zscore: bool = False):
+        from mnm.atlas import read_atlas
+        from mnm.brain import BrainProjector
+
+        self.maps_img, components = read_atlas(atlas_dir)
+        self.levels = informative_levels(components)
+        self.projector = BrainProjector(self.maps_img, fwhm_mm=fwhm_mm).fit(lookup_table=False)
+        self.mask = self.projector.mask_  # the MNI brain mask the KDE maps are restricted to
+        component_labels = component_label_volume(self.maps_img, self.projector)
+        self.label_volumes = {lvl: parcel_label_volume(component_labels, parcel_assignment(components, lvl)[1])
+                              for lvl in self.levels}
+        self.parcel_vectors = {lvl: parcel_coefficients(self.maps_img, components, lvl, self.projector,
+                                                        zscore, component_labels)[1]
+                               for lvl in self.levels}
+        table = read_parquet(peaks)
+        table["article_id"] = table["article_id"].astype(str)
+        self.peaks = {k: g[["x", "y", "z"]].to_numpy() for k, g in table.groupby("article_id")}
+        self._truth: dict[str, np.ndarray] = {}
+        self.truth_imgs: dict[str, nib.Nifti1Image] = {}
+
+    def truth_ranks(self, article: str, keep_img: bool = False) -> np.ndarray:
+        """Voxel ranks of the article's own KDE map (cached)."""
+        if article not in self._truth:
+            if article not in self.peaks:
+                raise ValueError(f"article {article} has no peaks in the corpus")
+            img = self.projector.kde_img(self.peaks[article])
+            self._truth[article] = metrics.voxel_ranks(_voxels(img, self.mask)).astype(np.int32)
+            if keep_img:
+                self.truth_imgs[article] = img
+        return self._truth[article]
+
+    def predictions(self, trained, text_embedding, parcel_embeddings: dict, decoder_input,
+                    temperature: float = 1.0) -> dict:
+        """``{(route, level): image}``: one parcel-route map per level, and the decoder map."""
+        maps = {("parcel", lvl): predict_parcel_map(trained, text_embedding, parcel_embeddings[lvl],
+                                                    self.label_volumes[lvl], self.maps_img.affine, temperature)
+                for lvl in self.levels}
+        if decoder_input is not None:
+            decoded = predict_decoder_map(trained, decoder_input, self.projector)
+            if decoded is not None:
+                maps[("decoder", "atlas")] = decoded
+        return maps
+
+    def random_map_ranks(self, n_active: int, rng) -> np.ndarray:
+        """Voxel ranks of a random map with ``n_active`` non-zero voxels at random places."""
+        values = np.zeros(int(self.mask.sum()), dtype=np.float32)
+        values[rng.choice(values.size, size=min(int(n_active), values.size), replace=False)] = rng.random(
+            min(int(n_active), values.size), dtype=np.float32) + 1.0
+        return metrics.voxel_ranks(values).astype(np.int32)
+
+
+def _dice_rows(keys: dict, kind: str, article: str, fractions, pred_ranks, truth_ranks) -> list[tuple]:
+    curve = metrics.dice_curve_from_ranks(pred_ranks, truth_ranks, fractions)
+    return [(keys["model"], keys["section"], keys["route"], keys["level"], kind, keys["fold"], article, f, d)
+            for f, d in zip(fractions, curve)]
+
+
+def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, decoder_inputs,
+                  fractions, articles_per_fold, seed: int, temperature: float = 1.0, keep_truth: bool = False):
+    """Dice rows of one model and fold: the model, shuffled-article and random-map controls.
+
+    Returns
+    -------
+    rows : list of tuple
+        (model, section, route, level, kind, fold, article_id, fraction, dice); ``kind`` is
+        ``model``, ``shuffled articles`` (the prediction made for another held-out article of
+        the fold, against this article's truth) or ``random map`` (random values on as many
+        voxels as the prediction has non-zero ones).
+    examples : dict
+        Article -> {name: image} of the evaluated articles (truth and predictions).
+    """
+    picked = _pick_articles(ids, articles_per_fold, seed + keys["fold"])
+    parcel_emb = {lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
+    rng = np.random.default_rng(seed + keys["fold"])
+    ranks, counts, examples = {}, {}, {}
+    for index in picked:
+        article = str(ids[index])
+        evaluator.truth_ranks(article, keep_img=keep_truth)
+        decoder_input = decoder_inputs.get(trained, keys["section"], article)
+        maps = evaluator.predictions(trained, text_emb[index], parcel_emb, decoder_input, temperature)
+        for route_level, img in maps.items():
+            voxels = _voxels(img, evaluator.mask)
+            ranks[(route_level, article)] = metrics.voxel_ranks(voxels).astype(np.int32)
+            counts[(route_level, article)] = int(np.count_nonzero(voxels))
+        examples[article] = maps
+    articles = [str(ids[i]) for i in picked]
+    # Each article is scored against another article's prediction (a cyclic shift of the
+    # evaluated articles: a derangement when there are at least two).
+    partner = dict(zip(articles, articles[1:] + articles[:1]))
+    rows = []
+    for (route_level, article), pred in ranks.items():
+        where = {**keys, "route": route_level[0], "level": route_level[1]}
+        truth = evaluator.truth_ranks(article)
+        rows += _dice_rows(where, "model", article, fractions, pred, truth)
+        if len(articles) > 1 and (route_level, partner[article]) in ranks:
+            rows += _dice_rows(where, "shuffled articles", article, fractions,
+                               ranks[(route_level, partner[article])], truth)
+        rows += _dice_rows(where, "random map", article, fractions,
+                           evaluator.random_map_ranks(counts[(route_level, article)], rng), truth)
+    return rows, examples
+
+
 def evaluate_map_prediction(
     model_paths,
     test_embedding_paths,
@@ -260,7 +377,7 @@ def evaluate_map_prediction(
     Parameters
     ----------
     model_paths, test_embedding_paths : list of path-like
-        Per-fold ``model.pt`` and ``test_embeddings.parquet`` (aligned; fold-all skipped).
+        Per-fold ``model.safetensors`` and ``test_embeddings.parquet`` (aligned; one repeat).
     atlas_dir : path-like
         Folder with ``atlas.nii.gz`` and ``components.parquet``.
     peaks : path-like
@@ -271,10 +388,11 @@ def evaluate_map_prediction(
     articles : path-like
         ``corpus/articles.parquet``.
     out_dice, out_summary, out_markdown : path-like
-        Per article x fraction Dice (model, route, level, fold, article_id, fraction, dice),
-        per model x route x level Dice-curve area (mean ± std over articles), Markdown table.
+        Per article x fraction Dice (model, section, route, level, kind, fold, article_id,
+        fraction, dice), per model x route x level x kind Dice-curve area (mean ± std over
+        articles), Markdown table.
     example_figures : list of path-like
-        Glass-brain PNGs of the first held-out articles of fold 0 (truth and predictions).
+        Glass-brain PNGs of the first held-out articles of the first fold (truth, predictions).
     example_dir : path-like, optional
         Folder receiving the example maps as NIfTI.
     articles_per_fold : int or None
@@ -284,85 +402,39 @@ def evaluate_map_prediction(
     example_model : str
         Model drawn in the example figures (the first model when it was not trained).
     """
-    from mnm.atlas import read_atlas
-    from mnm.brain import BrainProjector
     from mnm.report import figures
     from mnm.report.retrieval import parse_fold_path
-    from mnm.train import load_trained, read_test_embeddings
+    from mnm.scoring import read_embeddings
+    from mnm.trained import load_trained
 
-    maps_img, components = read_atlas(atlas_dir)
-    levels = informative_levels(components)
-    projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
-    mask = projector.mask_  # the MNI brain mask the KDE maps are restricted to
-    component_labels = component_label_volume(maps_img, projector)
-    label_volumes = {lvl: parcel_label_volume(component_labels,
-                                              parcel_assignment(components, lvl)[1])
-                     for lvl in levels}
-    parcel_vectors = {lvl: parcel_coefficients(maps_img, components, lvl, projector, zscore,
-                                               component_labels)[1]
-                      for lvl in levels}
-    peak_table = read_parquet(peaks)
-    peak_table["article_id"] = peak_table["article_id"].astype(str)
-    peaks_by_article = {k: g[["x", "y", "z"]].to_numpy() for k, g in peak_table.groupby("article_id")}
-    decoder_inputs = DecoderInputs(text_inputs, articles)
-    truth_cache: dict[str, np.ndarray] = {}  # voxel ranks of each article's KDE map
-    truth_imgs: dict[str, nib.Nifti1Image] = {}
-    examples: dict[str, dict] = {}
-    n_examples = len(example_figures)
-    rows = []
     if len(model_paths) != len(test_embedding_paths):
         raise ValueError(f"{len(model_paths)} model files but {len(test_embedding_paths)} test files")
     for model_path, test_path in zip(model_paths, test_embedding_paths):
         if parse_fold_path(model_path) != parse_fold_path(test_path):
             raise ValueError(f"{model_path} and {test_path} are not the same model and fold")
-    pairs = [(m, t) for m, t in zip(model_paths, test_embedding_paths)
-             if parse_fold_path(m)["fold"].isdigit()]
+    pairs = [(m, t) for m, t in zip(model_paths, test_embedding_paths) if parse_fold_path(m)["fold"].isdigit()]
     if not pairs:
         raise ValueError("no per-fold model given for map prediction")
+    evaluator = MapEvaluator(atlas_dir, peaks, fwhm_mm, zscore)
+    decoder_inputs = DecoderInputs(text_inputs, articles)
     first_fold = min(int(parse_fold_path(m)["fold"]) for m, _ in pairs)
-    model_names = [parse_fold_path(m)["model"] for m, _ in pairs]
-    example_model = example_model if example_model in model_names else model_names[0]
-    example_section = next(parse_fold_path(m)["section"] for m, _ in pairs
-                           if parse_fold_path(m)["model"] == example_model)
+    names = [parse_fold_path(m)["model"] for m, _ in pairs]
+    example_model = example_model if example_model in names else names[0]
+    rows, examples = [], {}
     for model_path, test_path in tqdm(pairs, desc="map prediction"):
-        keys = parse_fold_path(model_path)
-        fold = int(keys["fold"])
-        trained = load_trained(model_path)
-        ids, text_emb, _, _ = read_test_embeddings(test_path)
-        parcel_emb = {lvl: parcel_embeddings(trained, parcel_vectors[lvl]) for lvl in levels}
-        has_decoder = True
-        for index in _pick_articles(ids, articles_per_fold, seed + fold):
-            article = str(ids[index])
-            if article not in truth_cache:
-                if article not in peaks_by_article:
-                    raise ValueError(f"{test_path}: article {article} has no peaks in {peaks}")
-                truth_img = projector.kde_img(peaks_by_article[article])
-                truth_cache[article] = metrics.voxel_ranks(_voxels(truth_img, mask))
-                if fold == first_fold:  # only first-fold truths can be drawn as examples
-                    truth_imgs[article] = truth_img
-            predictions = {
-                ("parcel", lvl): predict_parcel_map(trained, text_emb[index], parcel_emb[lvl],
-                                                    label_volumes[lvl], maps_img.affine, temperature)
-                for lvl in levels
-            }
-            text_input = decoder_inputs.get(trained, keys["section"], article) if has_decoder else None
-            if text_input is not None:
-                decoded = predict_decoder_map(trained, text_input, projector)
-                has_decoder = decoded is not None
-                if decoded is not None:
-                    predictions[("decoder", "atlas")] = decoded
-            for (route, lvl), img in predictions.items():
-                curve = metrics.dice_curve_from_ranks(
-                    metrics.voxel_ranks(_voxels(img, mask)), truth_cache[article], fractions)
-                rows += [(keys["model"], keys["section"], route, lvl, fold, article, f, d)
-                         for f, d in zip(fractions, curve)]
-            is_example_job = (fold == first_fold and keys["model"] == example_model
-                              and keys["section"] == example_section)
-            if is_example_job and len(examples) < n_examples:
-                examples[article] = {"truth: KDE of its peaks": truth_imgs[article]} | {
-                    f"{keys['model']} {route} {lvl}": img for (route, lvl), img in predictions.items()
-                }
-    dice = pd.DataFrame(rows, columns=["model", "section", "route", "level", "fold",
+        path_keys = parse_fold_path(model_path)
+        keys = {"model": path_keys["model"], "section": path_keys["section"], "fold": int(path_keys["fold"])}
+        ids, text_emb, _, _ = read_embeddings(test_path)
+        is_example = keys["fold"] == first_fold and keys["model"] == example_model and not examples
+        fold_rows, fold_examples = evaluate_fold(
+            evaluator, load_trained(model_path), keys, ids, text_emb, decoder_inputs, fractions,
+            articles_per_fold, seed, temperature, keep_truth=keys["fold"] == first_fold)
+        rows += fold_rows
+        if is_example:
+            for article, maps in list(fold_examples.items())[: len(example_figures)]:
+                examples[article] = {"truth: KDE of its peaks": evaluator.truth_imgs[article]} | {
+                    f"{keys['model']} {route} {lvl}": img for (route, lvl), img in maps.items()}
+    dice = pd.DataFrame(rows, columns=["model", "section", "route", "level", "kind", "fold",
                                        "article_id", "fraction", "dice"])
     summary = summarise_dice(dice, fractions)
     write_parquet(dice, out_dice)
@@ -406,7 +478,7 @@ class DecoderInputs:
 
 def summarise_dice(dice: pd.DataFrame, fractions) -> pd.DataFrame:
     """Area under each article's Dice curve, then mean ± std (ddof=1) over articles."""
-    keys = ["model", "section", "route", "level"]
+    keys = ["model", "section", "route", "level", "kind"]
     if dice.empty:
         return pd.DataFrame(columns=keys + ["dice_auc_mean", "dice_auc_std", "n_articles"])
     areas = (
@@ -423,25 +495,34 @@ def summarise_dice(dice: pd.DataFrame, fractions) -> pd.DataFrame:
 
 
 def dice_markdown(summary: pd.DataFrame, fractions) -> str:
-    """Markdown table of the Dice-curve areas (and Dice at each fraction)."""
+    """Markdown table of the Dice-curve areas of each model next to its two chance controls."""
     span = fractions[-1] - fractions[0]
     lines = [
         "# Map prediction (Dice vs held-out articles' KDE maps)",
         "",
         f"Dice of the top {100 * fractions[0]:.0f}..{100 * fractions[-1]:.0f} % voxels (MNI brain "
         f"mask) of the predicted map and of the article's own peak KDE map; AUC = trapezoid area "
-        f"under that curve (maximum {span:.2f}). Mean ± std over held-out articles.",
+        f"under that curve (maximum {span:.2f}). Mean ± std over held-out articles of repeat 0. "
+        "Controls: *shuffled articles* scores each article against the prediction the same model "
+        "made for another held-out article; *random map* puts random values on as many voxels as "
+        "the prediction has non-zero ones (expected Dice = the top fraction).",
         "",
     ]
+    keys = ["model", "section", "route", "level"]
     at_columns = [c for c in summary.columns if c.startswith("dice_top_")]
-    header = ["model", "section", "route", "level", "n", "Dice AUC"] + at_columns
+    header = [*keys, "n", "Dice AUC", "shuffled articles", "random map"] + at_columns
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in summary.itertuples(index=False):
-        row = row._asdict()
-        std = row["dice_auc_std"]
-        cells = [row["model"], row["section"], row["route"], row["level"], str(row["n_articles"]),
-                 f"{row['dice_auc_mean']:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")]
-        cells += [f"{row[c]:.3f}" for c in at_columns]
+    indexed = summary.set_index([*keys, "kind"])
+    for key, part in summary.groupby(keys, sort=False):
+        if (*key, "model") not in indexed.index:
+            continue
+        model = indexed.loc[(*key, "model")]
+        std = model["dice_auc_std"]
+        cells = [*map(str, key), str(int(model["n_articles"])),
+                 f"{model['dice_auc_mean']:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}")]
+        for kind in ("shuffled articles", "random map"):
+            cells.append(f"{indexed.loc[(*key, kind), 'dice_auc_mean']:.4f}" if (*key, kind) in indexed.index else "–")
+        cells += [f"{model[c]:.3f}" for c in at_columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -462,44 +543,51 @@ def _write_examples(examples: dict, figure_paths, example_dir, figures) -> None:
                 save_nifti(img, Path(example_dir) / f"{article}_{safe}.nii.gz")
 
 
-def write_poincare_figure(model_pt, atlas_dir, out_png, fwhm_mm: float = 9.0,
+def write_poincare_figure(model_paths: dict, atlas_dir, coefficients, out_png, fwhm_mm: float = 9.0,
                           zscore: bool = False, levels=None) -> None:
-    """Poincare-disk figure of the parcel embeddings of a hyperbolic model at two levels.
+    """Poincare disk of hyperbolic models: parcels at two atlas levels and all articles.
 
-    By default the two coarsest levels with at least 3 parcels (DiFuMo: Yeo 7 and Yeo 17
-    networks; AICHA offline: gyral structures and regions); see
-    :func:`mnm.report.hierarchy.poincare_disk_coordinates` for the 2D projection.
+    Parameters
+    ----------
+    model_paths : dict
+        ``{label: model.safetensors}`` of fold-all hyperbolic models, e.g. MNM with and without
+        L_hier; one figure row each.
+    atlas_dir : path-like
+        The atlas stage's folder.
+    coefficients : path-like
+        ``coefficients.parquet``: every article's brain vector, drawn coloured by its number of
+        active components (its breadth).
+    levels : list of str, optional
+        Two level columns; by default the two coarsest with at least 3 parcels (AICHA: gyral
+        structures and regions; DiFuMo: Yeo 7 and Yeo 17 networks).
+
+    Points are placed by :func:`mnm.report.hierarchy.poincare_disk_coordinates`: exact distance
+    to the origin, 2-D direction by PCA of the tangent vectors.
     """
     from mnm.atlas import read_atlas
     from mnm.brain import BrainProjector
+    from mnm.io import read_matrix
     from mnm.report import figures
     from mnm.report.hierarchy import poincare_disk_coordinates
-    from mnm.train import load_trained
+    from mnm.trained import load_trained
 
     maps_img, components = read_atlas(atlas_dir)
     levels = list(levels or informative_levels(components)[:2])
-    projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit()
-    trained = load_trained(model_pt)
-    curvature = model_curvature(trained)
-    panels = {}
-    for level in levels:
-        names, coefs = parcel_coefficients(maps_img, components, level, projector, zscore)
-        panels[level] = (poincare_disk_coordinates(parcel_embeddings(trained, coefs), curvature), names)
-    figures.poincare_disk(panels, out_png, title=f"parcel embeddings, {Path(model_pt).parent}")
-
-
-def model_curvature(trained) -> float:
-    """Curvature c of a trained hyperbolic model (from its attributes or logged scalars)."""
-    for source in (trained, getattr(trained, "model", None)):
-        value = getattr(source, "curvature", None)
-        if value is not None and not callable(value):
-            return float(_numpy(value))
-    config = getattr(trained, "config", None) or {}
-    if isinstance(config, dict) and "curvature" in config:
-        return float(config["curvature"])
-    model = getattr(trained, "model", None)
-    if model is not None and hasattr(model, "log_scalars"):
-        scalars = model.log_scalars()
-        if "curvature" in scalars:
-            return float(scalars["curvature"])
-    raise ValueError("trained model exposes no curvature (is it a hyperbolic model?)")
+    projector = BrainProjector(maps_img, fwhm_mm=fwhm_mm).fit(lookup_table=False)
+    labels = component_label_volume(maps_img, projector)
+    parcels = {level: parcel_coefficients(maps_img, components, level, projector, zscore, labels)
+               for level in levels}
+    _, article_coefs = read_matrix(coefficients, "coefficients")
+    n_active = read_parquet(coefficients, columns=["n_active"])["n_active"].to_numpy()
+    rows = {}
+    for label, path in model_paths.items():
+        trained = load_trained(path)
+        c = trained.curvature
+        panels = {}
+        for level, (names, coefs) in parcels.items():
+            coords = poincare_disk_coordinates(trained.embed_brain(coefs), c)
+            panels[f"{level} parcels ({len(names)})"] = (coords, names, np.linalg.norm(coords, axis=1), "disk radius")
+        coords = poincare_disk_coordinates(trained.embed_brain(article_coefs), c)
+        panels[f"articles ({len(coords)})"] = (coords, None, n_active, "active parcels")
+        rows[label] = panels
+    figures.poincare_disk(rows, out_png, title="Poincare disk (fold-all models; radius = exact distance to the origin)")
