@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pandas as pd
 import pytest
@@ -85,13 +86,41 @@ def test_lint_is_clean():
     assert "Lints for" not in result.stdout, result.stdout[-4000:]
 
 
-def test_slurm_profile_and_paper_config_parse(tmp_path):
+def _job_resources(dry_run_output: str) -> dict[str, list[dict]]:
+    """rule name -> the ``resources:`` of each of its jobs, from a dry run's listing."""
+    jobs: dict[str, list[dict]] = {}
+    rule = None
+    for line in dry_run_output.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):$", line)
+        if match:
+            rule = match.group(1)
+        elif rule and line.strip().startswith("resources:"):
+            pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+            jobs.setdefault(rule, []).append({k.strip(): v for k, v in pairs})
+            rule = None
+    return jobs
+
+
+def test_slurm_profile_and_paper_config_parse(tmp_path, monkeypatch):
+    """Partition and account reach every submitted job from the environment; GPU jobs get
+    the GPU partition (config keys take precedence: tests/test_cluster_resources.py)."""
+    monkeypatch.setenv("SBATCH_ACCOUNT", "proj42")
+    monkeypatch.setenv("SBATCH_PARTITION", "cpuq")
+    monkeypatch.setenv("MNM_SLURM_GPU_PARTITION", "gpuq")
     project = make_project(tmp_path)
     (project / "config").symlink_to(ROOT / "config")
     result = snakemake(project, "-n", "--configfile", "config/paper.yaml",
                        "--profile", "profiles/slurm")
-    assert "embed_shard" in result.stdout
-    assert "train" in result.stdout
+    jobs = _job_resources(result.stdout)
+    assert {"embed_shard", "train_model", "atlas", "coefficients"} <= set(jobs)
+    for resources in jobs["embed_shard"]:  # paper config: text.device cuda
+        assert (resources["gpu"], resources["slurm_partition"]) == ("1", "gpuq")
+    for rule in ("atlas", "coefficients", "brain_qc"):
+        for resources in jobs[rule]:
+            assert resources["slurm_partition"] == "cpuq", rule
+            assert resources.get("gpu", "0") == "0", rule
+    assert all(r["slurm_account"] == "proj42"
+               for rule in ("embed_shard", "atlas", "coefficients") for r in jobs[rule])
 
 
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
@@ -112,13 +141,18 @@ def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     assert "Nothing to be done" in again.stdout
 
 
-def test_slurm_gpu_requests_do_not_mix_gpu_and_gres():
-    """snakemake-executor-plugin-slurm rejects a job that sets both `gpu` and `gres`; the
-    rules request GPUs through `gpu`, so the profile must not add `gres`."""
+def test_slurm_profile_leaves_gpus_partitions_and_accounts_to_the_rules():
+    """A rule-wide `gpu` in the profile would give ridge and TF-IDF a GPU, and the plugin
+    rejects a job with both `gpu` and `gres`; partitions and accounts come from the config
+    or the environment, and cpus-per-task from each rule's threads."""
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
-    gpu_rules = {name for name, res in profile["set-resources"].items() if "gpu" in res}
-    assert {"embed_shard", "train_model"} <= gpu_rules
-    for name, resources in profile["set-resources"].items():
-        assert "gres" not in resources, name
+    decided_by_rules = {"gpu", "gres", "slurm_partition", "slurm_account", "cpus_per_task"}
+    assert not decided_by_rules & set(profile.get("default-resources", {}))
+    for name, resources in profile.get("set-resources", {}).items():
+        assert not decided_by_rules & set(resources), name
+    assert "set-threads" not in profile
     for rules in (ROOT / "workflow/rules").glob("*.smk"):
         assert "gres" not in rules.read_text(), rules.name
+    # SLURM logs of every job are kept under results/logs/slurm
+    assert profile["slurm-logdir"] == "results/logs/slurm"
+    assert profile["slurm-keep-successful-logs"] is True

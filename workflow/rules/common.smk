@@ -1,4 +1,5 @@
 # Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
+from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
 
 # Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
@@ -38,3 +39,23 @@ def model_targets(folds=None, files=MODEL_FILES):
         fold=MODEL_FOLDS if folds is None else folds,
         file=files,
     )
+
+
+# SLURM partition and account of every job that may be submitted (config `cluster`, else the
+# environment; see mnm.cluster): `**slurm(gpu)` in a rule's resources. Local runs ignore them.
+SLURM = slurm_settings(config["cluster"])
+
+
+def slurm(gpu=False):
+    """slurm_partition + slurm_account resources of a CPU (default) or GPU job."""
+    return slurm_resources(SLURM, gpu)
+
+
+def model_gpu(wildcards):
+    """1 when the job's model trains on a GPU (PyTorch models with models.device cuda)."""
+    return int(model_uses_gpu(wildcards.model, config["models"]["device"]))
+
+
+def model_partition(wildcards):
+    """Partition of a training job: the GPU partition only for models that use a GPU."""
+    return slurm(bool(model_gpu(wildcards)))["slurm_partition"]
