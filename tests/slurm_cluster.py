@@ -48,7 +48,7 @@ def slurm_conf(folder: Path, cpus: int, memory_mb: int) -> str:
     """slurm.conf text for one node at 127.0.0.1 whose state lives in ``folder``."""
     return "\n".join([
         "ClusterName=mnmtest",
-        f"SlurmctldHost={socket.gethostname()}(127.0.0.1)",
+        f"SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)",
         f"SlurmctldPort={_free_port()}",
         f"SlurmdPort={_free_port()}",
         "SlurmUser=root",
@@ -102,7 +102,11 @@ class SlurmCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """Stop the daemons this handle started (by process id) and restore slurm.conf."""
+        """Cancel this cluster's jobs, stop the daemons this handle started (by process id)
+        and restore /etc/slurm/slurm.conf."""
+        if self.processes.get("slurmctld") is not None:
+            subprocess.run(["scancel", "--quiet", f"--partition={PARTITION}"],
+                           capture_output=True, timeout=15, check=False)
         for name in ("slurmd", "slurmctld", "munged"):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:

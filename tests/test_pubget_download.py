@@ -10,6 +10,7 @@ file of the run.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from nimare.utils import tal2mni
 
-from mnm import corpus
+from mnm import corpus, pubget_source
 
 from eutils_server import EutilsServer, EutilsState, point_pubget_at
 from pmc_fixture import ARTICLES, MORE_ARTICLES
@@ -134,3 +135,17 @@ def test_failed_batch_stops_the_rule_and_a_rerun_resumes(tmp_path, monkeypatch):
     # dumps of the failed requests, whose responses echo it, as NCBI's do), logs, .snakemake/
     assert list((project / "resources/pubget").glob("*/articlesets/failed_requests_dumps/*"))
     assert _files_containing(project, SECRET) == []
+
+
+def test_log_records_carrying_the_key_are_redacted(tmp_path):
+    handler = logging.FileHandler(tmp_path / "run.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        with pubget_source.redacted_logs(SECRET):
+            logging.getLogger("pubget").warning("GET %s?api_key=%s", "efetch.fcgi", SECRET)
+        logging.getLogger("pubget").warning("after: %s", SECRET)  # the filter is gone again
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    lines = (tmp_path / "run.log").read_text().splitlines()
+    assert lines == ["GET efetch.fcgi?api_key=<NCBI_API_KEY>", f"after: {SECRET}"]

@@ -242,7 +242,7 @@ class _Redact(logging.Filter):
 
 
 @contextlib.contextmanager
-def _redacted_logs(secret: str | None):
+def redacted_logs(secret: str | None):
     """Redact ``secret`` from the records of every handler of the root logger meanwhile."""
     handlers = list(logging.getLogger().handlers) if secret else []
     redact = _Redact(secret) if secret else None
@@ -302,7 +302,7 @@ def download(query: str, data_dir: Path, qc: QCLog, n_docs: int | None = None,
     for previous in Path(data_dir).glob("*/articlesets"):
         # a batch cut by a killed download would be skipped as done: fetch it again
         quarantine_corrupt_articlesets(previous)
-    with _redacted_logs(api_key):
+    with redacted_logs(api_key):
         articlesets_dir, code = pubget.download_query_results(
             query, data_dir, n_docs=n_docs, retmax=batch_size, api_key=api_key)
     articlesets_dir = Path(articlesets_dir)
