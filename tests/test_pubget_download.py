@@ -67,9 +67,10 @@ def eutils(monkeypatch):
         yield server
 
 
-def _build(tmp_path, **pubget_config):
-    config = {"source": "pubget", "pubget": {"query": QUERY, "n_docs": None, "n_jobs": 1,
-                                             "batch_size": BATCH, **pubget_config}}
+def _build(tmp_path, allow_incomplete=False, **pubget_config):
+    config = {"source": "pubget", "allow_incomplete": allow_incomplete,
+              "pubget": {"query": QUERY, "n_docs": None, "n_jobs": 1, "batch_size": BATCH,
+                         **pubget_config}}
     out = [tmp_path / "results" / f"{name}.parquet" for name in ("articles", "peaks", "qc")]
     return corpus.build_corpus(config, *out, resources_dir=tmp_path / "resources")
 
@@ -95,6 +96,15 @@ def test_n_docs_below_the_match_count_succeeds_with_the_count_in_qc(eutils, tmp_
     assert skipped["count"] == len(ALL_ARTICLES) - BATCH
     assert f"n_docs={BATCH}" in skipped["detail"]
     assert eutils.state.count("efetch.fcgi") == 1
+
+
+def test_failed_batch_accepted_only_with_allow_incomplete(eutils, tmp_path):
+    eutils.state.fail_batches = {1}
+    articles, peaks, qc = _build(tmp_path, allow_incomplete=True)
+    _assert_corpus(articles, peaks, ALL_ARTICLES[:BATCH] + ALL_ARTICLES[2 * BATCH:])
+    rows = qc.set_index("reason")["count"]
+    assert rows["not downloaded: failed batches (corpus.allow_incomplete)"] == 1
+    assert rows["kept: incomplete pubget output (corpus.allow_incomplete)"] == 1
 
 
 def test_failed_batch_stops_the_rule_and_a_rerun_resumes(tmp_path, monkeypatch):

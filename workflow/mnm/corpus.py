@@ -339,6 +339,7 @@ def _load_source(corpus_config: dict, qc: QCLog, resources_dir: Path):
             n_docs=pubget_cfg.get("n_docs"),
             n_jobs=pubget_cfg.get("n_jobs", 1),
             batch_size=pubget_cfg.get("batch_size", 500),
+            allow_incomplete=allow_incomplete,
         )
         articles, peaks = pubget_source.load_pubget_extracted(
             extracted, qc, allow_incomplete, limited_by_n_docs=limited)

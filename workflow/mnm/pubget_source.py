@@ -278,8 +278,10 @@ def _expected_batches(info: dict, n_docs: int | None) -> int:
 
 
 def download(query: str, data_dir: Path, qc: QCLog, n_docs: int | None = None,
-             batch_size: int = 500) -> tuple[Path, bool]:
+             batch_size: int = 500, allow_incomplete: bool = False) -> tuple[Path, bool]:
     """Download (or resume downloading) the articles matching ``query`` with pubget.
+
+    With ``allow_incomplete``, failed batches are counted in ``qc`` instead of stopping.
 
     Returns
     -------
@@ -313,6 +315,10 @@ def download(query: str, data_dir: Path, qc: QCLog, n_docs: int | None = None,
     if int(code) >= 2:
         present = len(list(articlesets_dir.glob("articleset_*.xml")))
         missing = max(_expected_batches(info, n_docs) - present, 1)
+        if allow_incomplete:
+            qc.add("query", "not downloaded: failed batches (corpus.allow_incomplete)",
+                   missing, f"batches of {batch_size} articles; a rerun fetches them")
+            return articlesets_dir, False
         raise CorpusError(
             f"{articlesets_dir}: pubget could not download {missing} batch(es) of "
             f"{batch_size} articles (exit code {int(code)}; failed requests are described in "
@@ -335,10 +341,12 @@ def extract(articlesets_dir: Path, n_jobs: int = 1) -> Path:
 
 def run_pubget(query: str | None, data_dir: str | os.PathLike, qc: QCLog,
                n_docs: int | None = None, n_jobs: int = 1, batch_size: int = 500,
-               download_articles: bool = True) -> tuple[Path, bool]:
+               download_articles: bool = True,
+               allow_incomplete: bool = False) -> tuple[Path, bool]:
     """Download (optional) and extract PubMed Central articles with pubget.
 
-    Without download, ``data_dir`` must hold exactly one ``articlesets`` folder.
+    Without download, ``data_dir`` must hold exactly one ``articlesets`` folder. See
+    :func:`download` for ``allow_incomplete``.
 
     Returns
     -------
@@ -350,7 +358,8 @@ def run_pubget(query: str | None, data_dir: str | os.PathLike, qc: QCLog,
     data_dir = Path(data_dir)
     limited = False
     if download_articles:
-        articlesets_dir, limited = download(query, data_dir, qc, n_docs, batch_size)
+        articlesets_dir, limited = download(query, data_dir, qc, n_docs, batch_size,
+                                            allow_incomplete)
     else:
         found = sorted(data_dir.glob("**/articlesets"))
         if len(found) != 1:
