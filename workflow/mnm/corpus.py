@@ -207,11 +207,17 @@ def _has_text(series: pd.Series) -> pd.Series:
     return series.fillna("").astype(str).str.strip().str.len() > 0
 
 
+def filled_fields(table: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Number of non-empty (after stripping) ``columns`` per row: how rich a row is."""
+    return sum((_has_text(table[c]).astype(int) for c in columns),
+               pd.Series(0, index=table.index))
+
+
 def _richness(articles: pd.DataFrame) -> dict[str, pd.Series]:
     """Non-empty text fields (``_filled``) and characters of text (``_chars``) per row."""
     fields = [*TEXT_SECTIONS, "keywords"]
     return {
-        "_filled": sum(_has_text(articles[f]).astype(int) for f in fields),
+        "_filled": filled_fields(articles, fields),
         "_chars": sum(articles[f].fillna("").astype(str).str.len() for f in fields),
     }
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnm.corpus import CorpusError, QCLog
+from mnm.corpus import CorpusError, QCLog, filled_fields
 
 _LOG = logging.getLogger(__name__)
 
@@ -408,12 +408,6 @@ def _with_pmcids(table: pd.DataFrame, path: Path, qc: QCLog, drop: bool) -> pd.D
     return table
 
 
-def _filled(table: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Number of non-empty ``columns`` per row."""
-    return table[columns].apply(
-        lambda c: c.fillna("").astype(str).str.strip().str.len() > 0).sum(axis=1)
-
-
 def _one_row_per_pmcid(table: pd.DataFrame, columns: list[str], path: Path,
                        qc: QCLog) -> pd.DataFrame:
     """Keep the richest row of each pmcid (most non-empty ``columns``); report duplicates."""
@@ -426,7 +420,7 @@ def _one_row_per_pmcid(table: pd.DataFrame, columns: list[str], path: Path,
     qc.add("file", "conflicting duplicate rows: kept the richest", n_conflicts,
            f"{path}: pmcid {', '.join(map(str, conflicting[conflicting].index[:5]))}")
     qc.add("file", "ignored: duplicate rows", n_extra, f"{path}")
-    order = table.assign(_filled=_filled(table, columns), _row=np.arange(len(table)))
+    order = table.assign(_filled=filled_fields(table, columns), _row=np.arange(len(table)))
     order = order.sort_values(["pmcid", "_filled", "_row"], ascending=[True, False, True])
     kept = order.drop_duplicates("pmcid").sort_values("_row")
     return kept.drop(columns=["_filled", "_row"]).reset_index(drop=True)
@@ -436,19 +430,21 @@ def _coordinate_spaces(spaces: pd.DataFrame, path: Path, qc: QCLog) -> pd.Series
     """One space per pmcid; conflicting duplicates keep the only known value, else UNKNOWN."""
     values = spaces.assign(space=spaces["coordinate_space"].fillna(UNKNOWN_SPACE)
                            .astype(str).str.strip().str.upper())
-    distinct = values.groupby("pmcid")["space"].agg(lambda s: sorted(set(s)))
-    conflicting = distinct[distinct.map(len) > 1]
-    if len(conflicting):
-        qc.add("file", "conflicting coordinate_space duplicates", len(conflicting),
-               f"{path}: " + "; ".join(f"PMC{k}: {'/'.join(v)}"
-                                       for k, v in conflicting.head(5).items())
-               + " (a single known space is kept, else UNKNOWN)")
+    unique = values.drop_duplicates(["pmcid", "space"])
+    resolved = unique.drop_duplicates("pmcid", keep=False).set_index("pmcid")["space"]
+    conflicts = unique[unique["pmcid"].duplicated(keep=False)]
+    if conflicts.empty:
+        return resolved
+    options = conflicts.groupby("pmcid")["space"].agg(sorted)
+    qc.add("file", "conflicting coordinate_space duplicates", len(options),
+           f"{path}: " + "; ".join(f"PMC{k}: {'/'.join(v)}" for k, v in options.head(5).items())
+           + " (a single known space is kept, else UNKNOWN)")
 
-    def resolve(options):
-        known = [o for o in options if o != UNKNOWN_SPACE]
+    def resolve(choices):
+        known = [c for c in choices if c != UNKNOWN_SPACE]
         return known[0] if len(known) == 1 else UNKNOWN_SPACE
 
-    return distinct.map(resolve)
+    return pd.concat([resolved, options.map(resolve)])
 
 
 def _article_ids(pmcids: pd.Series) -> pd.Series:
