@@ -133,9 +133,18 @@ class EutilsServer:
 def point_pubget_at(base_url: str, monkeypatch=None) -> None:
     """Send pubget's E-utilities requests to ``base_url``, retrying failures without delay.
 
-    With ``monkeypatch`` (pytest) the change is undone after the test.
+    With ``monkeypatch`` (pytest) the change is undone after the test. Requests to the
+    loopback address never go through a proxy set in the environment.
     """
+    import os
+
     from pubget._entrez import EntrezClient
+
+    for variable in ("NO_PROXY", "no_proxy"):
+        if monkeypatch is None:
+            os.environ[variable] = "127.0.0.1,localhost"
+        else:
+            monkeypatch.setenv(variable, "127.0.0.1,localhost")
 
     values = {
         "_entrez_base_url": base_url,
