@@ -28,7 +28,9 @@ OVERRIDES = {
     "brain": {"n_qc_maps": 1},
     # a 4 mm grid makes the atlas and the KDE lookup table 8 times cheaper than 2 mm
     "atlas": {"resolution_mm": 4},
-    "text": {"sections": ["abstract"], "n_shards": 1},
+    # device cpu: deciding whether a job wants a GPU then needs no torch import at parse time
+    # (every SLURM job parses the workflow twice: the job step and srun's step)
+    "text": {"sections": ["abstract"], "n_shards": 1, "device": "cpu"},
     "models": {"names": MODELS, "sections": ["abstract"]},
 }
 # Every training job and what it needs, named by rule so that the output paths may change:
