@@ -16,6 +16,7 @@ TINY_RUN_STUDIES = 60
 TINY_RUN_MODELS = ["mnm", "mnm_no_hier", "neurocontext", "ridge", "tfidf"]
 TINY_RUN_OVERRIDES = {
     "folds": {"n_folds": 2, "n_repeats": 2},
+    "atlas": {"resolution_mm": 4},  # 8 times fewer voxels than the default 2 mm grid
     "brain": {"n_qc_maps": 1},
     "text": {"sections": ["abstract"], "n_shards": 2},
     "models": {

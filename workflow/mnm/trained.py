@@ -22,6 +22,7 @@ import torch
 
 from mnm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mnm.models.regression import LinearMap, TfidfRidge
+from mnm.registry import MNM_VARIANTS, MODEL_NAMES, SCORE_KIND_OF_MODEL, TORCH_MODELS
 from mnm.scoring import score_matrix
 
 __all__ = [
@@ -39,16 +40,6 @@ __all__ = [
     "resolve_device",
 ]
 
-MNM_VARIANTS = ("mnm", "mnm_reverse", "mnm_no_hier")
-TORCH_MODELS = (*MNM_VARIANTS, "neurocontext", "mlp")
-MODEL_NAMES = (*TORCH_MODELS, "ridge", "tfidf")
-SCORE_KIND_OF_MODEL = {
-    **{name: "angle" for name in MNM_VARIANTS},
-    "neurocontext": "cosine",
-    "mlp": "correlation",
-    "ridge": "correlation",
-    "tfidf": "correlation",
-}
 
 
 def resolve_device(device) -> torch.device:

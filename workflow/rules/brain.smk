@@ -27,6 +27,7 @@ rule atlas:
     threads: 1
     resources:
         mem_mb=12000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:
@@ -52,6 +53,7 @@ rule coefficients:
     threads: 2
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:
@@ -74,6 +76,7 @@ rule brain_qc:
     threads: 2
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:

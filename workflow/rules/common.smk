@@ -1,7 +1,7 @@
 # Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
+from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
-from mnm.train import OUTPUT_FILES
-from mnm.trained import MNM_VARIANTS, TORCH_MODELS
+from mnm.registry import MNM_VARIANTS, OUTPUT_FILES
 
 # Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
 # a bad value stops the run before any job starts, with the key named in the message.
@@ -62,3 +62,23 @@ MODEL_OUTPUTS = (
     + all_outputs(OUTPUT_FILES["model"])
     + tradeoff_outputs(OUTPUT_FILES["model"])
 )
+
+
+# SLURM partition and account of every job that may be submitted (config `cluster`, else the
+# environment; see mnm.cluster): `**slurm(gpu)` in a rule's resources. Local runs ignore them.
+SLURM = slurm_settings(config["cluster"])
+
+
+def slurm(gpu=False):
+    """slurm_partition + slurm_account resources of a CPU (default) or GPU job."""
+    return slurm_resources(SLURM, gpu)
+
+
+def model_gpu(wildcards):
+    """1 when the job's model trains on a GPU (PyTorch models with models.device cuda)."""
+    return int(model_uses_gpu(wildcards.model, config["models"]["device"]))
+
+
+def model_partition(wildcards):
+    """Partition of a training job: the GPU partition only for models that use a GPU."""
+    return slurm(bool(model_gpu(wildcards)))["slurm_partition"]

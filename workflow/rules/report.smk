@@ -126,6 +126,7 @@ rule poincare:
         f"{BENCHMARKS}/report/poincare.tsv"
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/report.yaml"
     script:
@@ -162,6 +163,7 @@ rule map_prediction:
     threads: 1
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/report.yaml"
     script:
