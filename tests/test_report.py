@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from mnm.io import write_parquet
-from mnm.report import figures, hierarchy, index, maps, retrieval
+from mnm.report import figures, hierarchy, index, map_eval, maps, poincare, retrieval
 
 MODELS = ["mnm", "mnm_no_hier", "neurocontext"]
 SECTIONS = ["title", "abstract"]
@@ -318,7 +318,7 @@ def test_map_prediction_and_poincare_with_trained_models(tmp_path):
                 test_paths.append(outputs[0]["test_embeddings"])
     report = tmp_path / "report"
     examples = [report / "figures" / "map_example_0.png"]
-    summary = maps.evaluate_map_prediction(
+    summary = map_eval.evaluate_map_prediction(
         model_paths, test_paths, atlas_dir, tmp_path / "peaks.parquet",
         {"title": tmp_path / "text.parquet"}, tmp_path / "articles.parquet",
         report / "map_dice.parquet", report / "map_prediction.parquet",
@@ -350,7 +350,7 @@ def test_map_prediction_and_poincare_with_trained_models(tmp_path):
     assert any((report / "maps").glob("*.nii.gz"))
     assert "shuffled articles" in (report / "map_prediction.md").read_text()
     figure = report / "figures" / "poincare_disk.png"
-    maps.write_poincare_figure({"mnm": fold_dir(tmp_path, "mnm", "title", "all") / "model.safetensors"},
+    poincare.write_poincare_figure({"mnm": fold_dir(tmp_path, "mnm", "title", "all") / "model.safetensors"},
                                atlas_dir, tmp_path / "coefficients.parquet", figure, fwhm_mm=6.0)
     assert figure.read_bytes()[:4] == b"\x89PNG"
 

@@ -19,7 +19,7 @@ REPORT_FIGURES = (
     + EXAMPLE_FIGURES
 )
 
-localrules: retrieval_table, recall_figure, hierarchy, tradeoff, report_index
+localrules: retrieval_table, recall_figure, hierarchy, tradeoff, map_prediction, report_index
 
 
 rule retrieval_table:
@@ -133,41 +133,90 @@ rule poincare:
         "../scripts/report_poincare.py"
 
 
+MAP_INPUT = dict(
+    atlas=f"{ATLAS_DIR}/atlas.nii.gz",
+    components=f"{ATLAS_DIR}/components.parquet",
+    peaks=f"{RESULTS}/corpus/peaks.parquet",
+    articles=f"{RESULTS}/corpus/articles.parquet",
+    text=expand(f"{RESULTS}/text/{ENCODER}/{{section}}/embeddings.parquet", section=SECTIONS),
+)
+MAP_PARAMS = dict(
+    sections=SECTIONS,
+    fwhm_mm=config["brain"]["fwhm_mm"],
+    zscore=config["brain"]["zscore"],
+    seed=config["folds"]["seed"],
+)
+EXAMPLE_MODEL = "mnm" if "mnm" in MODELS else MODELS[0]
+
+
+# One job per model (so that the models' map evaluations run side by side), repeat 0.
+rule map_dice:
+    input:
+        **MAP_INPUT,
+        models=lambda wildcards: cv_outputs(OUTPUT_FILES["model"], models=[wildcards.model], repeats=["0"]),
+        test_embeddings=lambda wildcards: cv_outputs("test_embeddings.parquet", models=[wildcards.model],
+                                                     repeats=["0"]),
+    output:
+        f"{REPORT}/map_dice/{{model}}.parquet",
+    params:
+        **MAP_PARAMS,
+        fractions=EVAL["dice_top_fractions"],
+        articles_per_fold=EVAL["map_articles_per_fold"],
+    log:
+        f"{LOGS}/report/map_dice/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/report/map_dice/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        **slurm(),
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_map_dice.py"
+
+
 rule map_prediction:
     input:
-        models=cv_outputs(OUTPUT_FILES["model"], repeats=["0"]),
-        test_embeddings=cv_outputs("test_embeddings.parquet", repeats=["0"]),
-        atlas=f"{ATLAS_DIR}/atlas.nii.gz",
-        components=f"{ATLAS_DIR}/components.parquet",
-        peaks=f"{RESULTS}/corpus/peaks.parquet",
-        articles=f"{RESULTS}/corpus/articles.parquet",
-        text=expand(f"{RESULTS}/text/{ENCODER}/{{section}}/embeddings.parquet", section=SECTIONS),
+        expand(f"{REPORT}/map_dice/{{model}}.parquet", model=MODELS),
     output:
         dice=f"{REPORT}/map_dice.parquet",
         summary=f"{REPORT}/map_prediction.parquet",
         markdown=report(f"{REPORT}/map_prediction.md", caption="../report/map_prediction.rst",
                         category="Map prediction"),
+    params:
+        fractions=EVAL["dice_top_fractions"],
+    log:
+        f"{LOGS}/report/map_prediction.log",
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_map_summary.py"
+
+
+rule map_examples:
+    input:
+        **MAP_INPUT,
+        model=cv_outputs(OUTPUT_FILES["model"], models=[EXAMPLE_MODEL], sections=SECTIONS[-1:], repeats=["0"],
+                         folds=FOLDS[:1]),
+        test_embeddings=cv_outputs("test_embeddings.parquet", models=[EXAMPLE_MODEL], sections=SECTIONS[-1:],
+                                   repeats=["0"], folds=FOLDS[:1]),
+    output:
         examples=[report(path, caption="../report/maps.rst", category="Map prediction") for path in EXAMPLE_FIGURES],
         maps=directory(f"{REPORT}/maps"),
     params:
-        sections=SECTIONS,
-        fractions=EVAL["dice_top_fractions"],
-        articles_per_fold=EVAL["map_articles_per_fold"],
-        fwhm_mm=config["brain"]["fwhm_mm"],
-        zscore=config["brain"]["zscore"],
-        seed=config["folds"]["seed"],
+        **MAP_PARAMS,
     log:
-        f"{LOGS}/report/map_prediction.log",
-    benchmark:
-        f"{BENCHMARKS}/report/map_prediction.tsv"
-    threads: 1
+        f"{LOGS}/report/map_examples.log",
     resources:
-        mem_mb=8000,
+        mem_mb=4000,
         **slurm(),
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/report_maps.py"
+        "../scripts/report_map_examples.py"
 
 
 rule report_index:
@@ -177,6 +226,7 @@ rule report_index:
         tradeoff_md=[f"{REPORT}/tradeoff.md"] if HAS_TRADEOFF else [],
         hierarchy=f"{REPORT}/hierarchy.parquet",
         geometry=f"{REPORT}/geometry.parquet",
+        examples=EXAMPLE_FIGURES,
         tables=[
             f"{REPORT}/retrieval.parquet",
             f"{REPORT}/retrieval_comparison.parquet",
