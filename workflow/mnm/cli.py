@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--section", default=None,
                        help="text section the model was trained on; unset: abstract if "
                             "trained, else the first of models.sections")
+    query.add_argument("--atlas", default=None,
+                       help="atlas the model was trained on (one of the run's brain.atlases; "
+                            "unset: the first)")
     query.add_argument("--model-path", default=None,
                        help="explicit model.safetensors (overrides --model/--section lookup)")
     query.add_argument("--top-k", type=int, default=10, help="number of articles returned")
@@ -100,7 +103,7 @@ def run_query(args: argparse.Namespace) -> int:
 
             load_query_map(args.map_path)  # reject bad maps before loading the run
         run = open_run(args.config, model=args.model, section=args.section,
-                       model_path=args.model_path, device=args.device)
+                       model_path=args.model_path, device=args.device, atlas=args.atlas)
     except QueryError as error:
         print(f"mnm query: {error}", file=sys.stderr)
         return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT

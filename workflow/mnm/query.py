@@ -50,10 +50,10 @@ class QueryError(Exception):
         self.missing_run = missing_run
 
 
-def _fold_all_model_path(config: dict, model: str, section: str) -> Path:
+def _fold_all_model_path(config: dict, model: str, section: str, atlas: str) -> Path:
     return (
         Path(config["results_dir"]) / "models" / model / config["text"]["encoder"] / section
-        / config["atlas"]["name"] / "fold-all" / "model.safetensors"
+        / atlas / "fold-all" / "model.safetensors"
     )
 
 
@@ -78,6 +78,10 @@ class QueryRun:
     model_path: Path
     section: str
     device: str = "cpu"
+    atlas: str = ""
+
+    def __post_init__(self):
+        self.atlas = self.atlas or self.config["brain"]["atlases"][0]
 
     @property
     def results(self) -> Path:
@@ -113,7 +117,7 @@ class QueryRun:
 
     @cached_property
     def atlas_dir(self) -> Path:
-        return self._need(self.results / "atlas" / self.config["atlas"]["name"],
+        return self._need(self.results / "atlas" / self.atlas,
                           "atlas stage output")
 
     @cached_property
@@ -133,7 +137,7 @@ class QueryRun:
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(article ids, brain embeddings as scored) of every article of the run."""
         path = self._need(
-            self.results / "brain" / self.config["atlas"]["name"] / "coefficients.parquet",
+            self.results / "brain" / self.atlas / "coefficients.parquet",
             "brain coefficients",
         )
         ids, coefficients = read_matrix(path, column="coefficients")
@@ -179,6 +183,7 @@ def open_run(
     section: str | None = None,
     model_path: str | os.PathLike | None = None,
     device: str = "cpu",
+    atlas: str | None = None,
 ) -> QueryRun:
     """Locate the ``fold=all`` model of a run.
 
@@ -195,8 +200,13 @@ def open_run(
         Explicit ``model.safetensors``; overrides ``model`` and ``section`` lookup.
     device : str
         ``cpu`` or ``cuda``.
+    atlas : str, optional
+        One of the run's ``brain.atlases`` (default the first).
     """
     config = load_run_config(config_path)
+    atlas = atlas or config["brain"]["atlases"][0]
+    if atlas not in config["brain"]["atlases"]:
+        raise QueryError(f"atlas {atlas!r} is not one of this run's brain.atlases {config['brain']['atlases']}")
     explicit_path = model_path is not None
     sections = config["models"]["sections"]
     if section is None:
@@ -205,7 +215,7 @@ def open_run(
         if model not in config["models"]["names"]:
             raise QueryError(f"model {model!r} is not trained by this run (models.names: "
                              f"{config['models']['names']})")
-        model_path = _fold_all_model_path(config, model, section)
+        model_path = _fold_all_model_path(config, model, section, atlas)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise QueryError(
@@ -213,9 +223,10 @@ def open_run(
             f"`snakemake --cores all {model_path}` first, or pass --model-path",
             missing_run=True,
         )
-    run = QueryRun(config=config, model_path=model_path, section=section, device=device)
-    if explicit_path and run.trained.metadata.get("section"):
-        run.section = run.trained.metadata["section"]
+    run = QueryRun(config=config, model_path=model_path, section=section, device=device, atlas=atlas)
+    if explicit_path:
+        run.section = run.trained.metadata.get("section") or run.section
+        run.atlas = run.trained.metadata.get("atlas") or run.atlas
     return run
 
 
