@@ -157,6 +157,27 @@ class QueryRun:
         ids, vectors = read_matrix(path)
         return ids, np.asarray(self.trained.embed_text(vectors))
 
+    @cached_property
+    def parcel_routes(self) -> dict:
+        """Per informative hierarchy level: (parcel embeddings, parcel label volume).
+
+        The text-independent half of the parcel-route maps, computed once per run (seconds
+        for a whole atlas level), so that a server answering many queries pays it once.
+        """
+        from mnm.report import maps as map_routes
+
+        maps_img, components = self.atlas
+        component_labels = map_routes.component_label_volume(maps_img, self.projector)
+        routes = {}
+        for level in map_routes.informative_levels(components):
+            _, coefficients = map_routes.parcel_coefficients(
+                maps_img, components, level, projector=self.projector,
+                zscore=self.config["brain"]["zscore"], component_labels=component_labels)
+            _, component_parcel = map_routes.parcel_assignment(components, level)
+            routes[level] = (map_routes.parcel_embeddings(self.trained, coefficients),
+                             map_routes.parcel_label_volume(component_labels, component_parcel))
+        return routes
+
     def article_table(self, ids: np.ndarray, scores: np.ndarray, top_k: int) -> pd.DataFrame:
         """Top-``top_k`` articles by score (ties broken by article id, for stable output)."""
         order = np.lexsort((ids.astype(str), -scores))[:top_k]
@@ -242,16 +263,8 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
     if decoder is not None:
         maps["decoder"] = decoder
-    maps_img, components = run.atlas
-    zscore = run.config["brain"]["zscore"]
-    component_labels = map_routes.component_label_volume(maps_img, run.projector)
-    for level in map_routes.informative_levels(components):
-        _, coefficients = map_routes.parcel_coefficients(
-            maps_img, components, level, projector=run.projector, zscore=zscore,
-            component_labels=component_labels)
-        _, component_parcel = map_routes.parcel_assignment(components, level)
-        label_volume = map_routes.parcel_label_volume(component_labels, component_parcel)
-        parcel_embedding = map_routes.parcel_embeddings(trained, coefficients)
+    maps_img, _ = run.atlas
+    for level, (parcel_embedding, label_volume) in run.parcel_routes.items():
         maps[f"parcels_{level}"] = map_routes.predict_parcel_map(
             trained, text_embedding, parcel_embedding, label_volume, maps_img.affine)
     return table, maps
