@@ -77,6 +77,14 @@ def _upload(client, data: bytes, filename: str = "map.nii.gz", k=None):
     return client.post("/api/decode", data=form, content_type="multipart/form-data")
 
 
+def _declaring(shape) -> bytes:
+    """A gzipped NIfTI header declaring a huge float32 volume, followed by 1 kB of zeros."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    return gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 1024)
+
+
 def _nifti_bytes(data, affine=None, compress=True) -> bytes:
     affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine
     raw = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine).to_bytes()
@@ -183,6 +191,7 @@ def test_bad_uploads_are_refused(client, service):
         (_nifti_bytes(np.ones((5, 5, 5, 3))), "four_d.nii.gz", "3D"),
         (_nifti_bytes(np.zeros((5, 5, 5))), "zeros.nii.gz", "empty"),
         (_nifti_bytes(np.ones((10, 10, 10)), far), "outside.nii.gz", "no signal inside the brain"),
+        (_declaring((2048, 2048, 2048)), "bomb.nii.gz", "declares 8,589,934,592 voxels"),
     ]
     for data, name, fragment in cases:
         response = _upload(client, data, name)

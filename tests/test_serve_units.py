@@ -13,14 +13,15 @@ from mnm.serve.store import MAP_ID_PATTERN, MapStore
 
 
 def _img(seed: int, shape=(5, 6, 7)):
-    data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    data = np.zeros(shape, dtype=np.float32)  # a blob of random values in zeros
+    data[1:3, 2:4, 3:5] = np.random.default_rng(seed).normal(size=(2, 2, 2))
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     affine[:3, 3] = [-10, -12, -14]
     return nib.Nifti1Image(data, affine)
 
 
 def test_map_store_round_trip_and_ids():
-    store = MapStore(capacity=4)
+    store = MapStore(max_bytes=10_000)
     img = _img(0)
     map_id = store.add(img, "decoder")
     assert MAP_ID_PATTERN.match(map_id)
@@ -33,12 +34,18 @@ def test_map_store_round_trip_and_ids():
     assert len({store.add(img, "x") for _ in range(3)}) == 3
 
 
-def test_map_store_drops_oldest_first():
-    store = MapStore(capacity=2)
+def test_map_store_drops_oldest_first_within_its_memory():
+    one = 5 * 6 * 7 * 4  # float32 voxels of one map, until downloaded
+    store = MapStore(max_bytes=2 * one)
     first, second, third = (store.add(_img(i), f"m{i}") for i in range(3))
-    assert store.get(first) is None
-    assert store.get(second)[0] == "m1" and store.get(third)[0] == "m2"
-    assert len(store) == 2
+    assert store.get(first) is None and len(store) == 2 and store.nbytes == 2 * one
+    name, data = store.get(second)  # downloaded: now kept compressed
+    assert name == "m1" and store.nbytes == len(data) + one < 2 * one
+    fourth = store.add(_img(3), "m3")  # over the budget: the oldest (second) goes
+    assert store.get(second) is None
+    assert [store.get(i)[0] for i in (third, fourth)] == ["m2", "m3"]
+    big = MapStore(max_bytes=10)  # the newest map is kept even when larger than the budget
+    assert big.get(big.add(_img(0), "m"))[0] == "m"
     with pytest.raises(ValueError, match="at least 1"):
         MapStore(0)
 
@@ -46,7 +53,7 @@ def test_map_store_drops_oldest_first():
 @pytest.mark.parametrize("bad", ["", "../../etc/passwd", "0" * 23, "0" * 25, "G" * 24,
                                  "/tmp/x", "%2e%2e"])
 def test_map_store_refuses_anything_but_its_ids(bad):
-    store = MapStore(capacity=2)
+    store = MapStore(max_bytes=10_000)
     store.add(_img(0), "m")
     assert store.get(bad) is None
 

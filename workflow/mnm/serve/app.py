@@ -129,9 +129,9 @@ def create_app(service: QueryService) -> Flask:
     def download_map(map_id: str):
         found = service.maps.get(map_id)
         if found is None:
-            return _error(f"no map {map_id[:40]!r}: unknown id, or dropped from memory "
-                          f"(the server keeps the last {service.settings.stored_maps} maps)",
-                          404)
+            return _error(f"no map {map_id[:40]!r}: unknown id, or dropped from memory (the "
+                          f"server keeps the latest {service.settings.stored_maps_mb:g} MB of "
+                          "maps, serve.stored_maps_mb)", 404)
         name, data = found
         response = Response(data, mimetype="application/gzip")
         response.headers["Content-Disposition"] = f'attachment; filename="mnm_{name}.nii.gz"'

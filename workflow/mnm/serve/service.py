@@ -43,6 +43,9 @@ PMC_URL = "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC{}/"
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{}/"
 DOI_URL = "https://doi.org/{}"
 GZIP_MAGIC = b"\x1f\x8b"
+#: Largest map an upload may declare (voxels): a 0.5 mm whole-brain grid has 58 million. A
+#: few kilobytes of gzip can declare terabytes; the header is checked before any data is read.
+MAX_UPLOAD_VOXELS = 2**26
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class ServeSettings:
     max_top_k: int = 100
     max_upload_mb: float = 50
     max_text_chars: int = 10000
-    stored_maps: int = 256
+    stored_maps_mb: float = 512
     threads: int = 8
     examples: tuple[str, ...] = field(default_factory=tuple)
 
@@ -112,7 +115,7 @@ class QueryService:
         self.run = run
         self.settings = settings
         self.model = model
-        self.maps = MapStore(settings.stored_maps)
+        self.maps = MapStore(int(settings.stored_maps_mb * 1024 * 1024))
         self.report = RunReport(run.results / "report")
         self._model_lock = threading.Lock()
         self._upload_dir = Path(tempfile.mkdtemp(prefix="mnm-serve-uploads-"))
@@ -159,6 +162,7 @@ class QueryService:
             "atlas": self.run.config["atlas"]["name"],
             "n_articles": int(len(self.run.articles)),
             "stored_maps": len(self.maps),
+            "stored_maps_mb": round(self.maps.nbytes / 1024 / 1024, 1),
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
         }
 
@@ -241,6 +245,7 @@ class QueryService:
             with os.fdopen(handle, "wb") as fh:
                 fh.write(data)
             try:
+                _check_declared_size(tmp)
                 img = load_query_map(tmp)
                 img = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), img.affine)
                 with self._model_lock:
@@ -288,6 +293,17 @@ class QueryService:
             template = load_mni152_template(resolution=resolution)
             self._background = nifti_gz_bytes(self.on_analysis_grid(template))
         return self._background
+
+
+def _check_declared_size(path: str) -> None:
+    """Refuse a map whose header declares more than :data:`MAX_UPLOAD_VOXELS` voxels."""
+    try:
+        shape = nib.load(path).shape  # reads the header only
+    except Exception:  # not an image: load_query_map says so
+        return
+    if math.prod(shape) > MAX_UPLOAD_VOXELS:
+        raise QueryError(f"{path}: the image declares {math.prod(shape):,} voxels (shape "
+                         f"{shape}); the limit is {MAX_UPLOAD_VOXELS:,}")
 
 
 class UploadTooLarge(QueryError):
