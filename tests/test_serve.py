@@ -335,6 +335,30 @@ def test_concurrent_users_share_one_model(service, live_server, monkeypatch):
     assert _get_json(f"{live_server}/api/health")[0] == 200
 
 
+def test_model_work_runs_one_request_at_a_time(service, monkeypatch):
+    """The lock: concurrent requests never run the model code at the same time."""
+    table, maps = query_text(service.run, "memory", top_k=2)
+    running, most = [0], [0]
+    guard = threading.Lock()
+
+    def slow_query_text(run, text, top_k):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return table, maps
+
+    monkeypatch.setattr("mnm.serve.service.query_text", slow_query_text)
+    threads = [threading.Thread(target=service.query, args=(f"text {n}", 2)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+
+
 # ---------------------------------------------------------------------------- browser
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                   "--disable-background-networking", "--disable-component-update",
