@@ -133,6 +133,7 @@ class QueryService:
         model = model or config["serve"]["model"]
         run = open_run(config_path, model=model, section=section, model_path=model_path,
                        device=device)
+        model = getattr(run.trained, "name", model)  # --model-path may name another model
         service = cls(run, ServeSettings.from_config(run.config), model=model)
         service.warm_up()
         service.load_seconds = time.perf_counter() - start
