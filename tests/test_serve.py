@@ -345,6 +345,43 @@ def test_concurrent_users_share_one_model(service, live_server, monkeypatch):
     assert _get_json(f"{live_server}/api/health")[0] == 200
 
 
+def _post_upload(url: str, payload: bytes):
+    """POST ``payload`` as the multipart field ``map``; (status, body bytes)."""
+    boundary = "mnmtestboundary0123456789"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="map"; filename="big.nii.gz"'
+            f"\r\nContent-Type: application/octet-stream\r\n\r\n").encode() + payload + \
+        f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_real_server_refuses_large_uploads(service):
+    """Through waitress: just over the limit gets the JSON 413; far over (beyond twice the
+    limit) is refused by waitress before the body is read; the server keeps serving."""
+    small = _with_settings(service, dataclasses.replace(service.settings, max_upload_mb=0.01))
+    server = make_server(small, port=0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    try:
+        status, body = _post_upload(f"{url}/api/decode", b"\0" * 20_000)
+        assert status == 413 and "serve.max_upload_mb" in json.loads(body)["error"]
+        try:
+            status, _ = _post_upload(f"{url}/api/decode", b"\0" * 400_000)
+            assert status == 413
+        except (ConnectionError, urllib.error.URLError):
+            pass  # waitress may close the connection while the body is still being sent
+        assert _get_json(f"{url}/api/health")[0] == 200
+    finally:
+        server.close()
+        thread.join(timeout=10)
+
+
 def test_model_work_runs_one_request_at_a_time(service, monkeypatch):
     """The lock: concurrent requests never run the model code at the same time."""
     table, maps = query_text(service.run, "memory", top_k=2)
