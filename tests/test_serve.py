@@ -19,7 +19,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

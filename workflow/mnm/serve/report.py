@@ -8,10 +8,7 @@ never names a file. Links to files of the run (Parquet tables) become plain text
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-
-_LOG = logging.getLogger(__name__)
 
 INDEX = "index.md"
 RETRIEVAL = "retrieval.md"
