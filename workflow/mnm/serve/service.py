@@ -160,7 +160,7 @@ class QueryService:
             "model": self.model,
             "section": self.run.section,
             "encoder": self.run.config["text"]["encoder"],
-            "atlas": self.run.config["atlas"]["name"],
+            "atlas": self.run.atlas_name,
             "n_articles": int(len(self.run.articles)),
             "stored_maps": len(self.maps),
             "stored_maps_mb": round(self.maps.nbytes / 1024 / 1024, 1),
