@@ -1,7 +1,7 @@
 # Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
 from mnm.config import validate_config
 from mnm.train import OUTPUT_FILES
-from mnm.trained import MNM_VARIANTS, TORCH_MODELS
+from mnm.trained import MNM_VARIANTS, TORCH_MODELS, VOXEL_MODELS
 
 # Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
 # a bad value stops the run before any job starts, with the key named in the message.
@@ -62,3 +62,11 @@ MODEL_OUTPUTS = (
     + all_outputs(OUTPUT_FILES["model"])
     + tradeoff_outputs(OUTPUT_FILES["model"])
 )
+
+
+def kde_maps_input(wildcards):
+    """Voxel-map models (text2brain) also read the 4 mm KDE maps and their mask (rule kde_maps)."""
+    if wildcards.model not in VOXEL_MODELS:
+        return []
+    folder = f"{RESULTS}/brain/{wildcards.atlas}/kde_4mm"
+    return [f"{folder}/maps.parquet", f"{folder}/mask.nii.gz"]

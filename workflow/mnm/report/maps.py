@@ -11,6 +11,10 @@ Two routes turn a text into a voxel map:
   indicator of the parcel's components is used (equal for a disjoint atlas up to scale).
 * **decoder route** (regression baselines): ``TrainedModel.predict_brain`` gives atlas
   coefficients, mapped to voxels by ``BrainProjector.inverse_transform``.
+* **voxel route** (Text2Brain, :data:`mnm.trained.VOXEL_MODELS`): the model's own voxel map
+  (``TrainedModel.predict_map``, 4 mm) resampled to the analysis grid by nilearn (continuous
+  interpolation). These models have no parcel route: their brain side is a voxel map, not
+  atlas coefficients.
 
 Each predicted map is compared with the held-out article's own KDE map of its peaks
 (``BrainProjector.kde_img``) by the Dice of their top 5..30 % voxels inside the projector's
@@ -43,6 +47,7 @@ __all__ = [
     "paint_parcels",
     "predict_parcel_map",
     "predict_decoder_map",
+    "predict_voxel_map",
     "MapEvaluator",
     "evaluate_fold",
     "evaluate_map_prediction",
@@ -223,6 +228,17 @@ def predict_decoder_map(trained, text_input, projector) -> nib.Nifti1Image | Non
     return projector.inverse_transform(coefficients.astype(np.float32))
 
 
+def predict_voxel_map(trained, text_input, target_img) -> nib.Nifti1Image | None:
+    """Voxel-route map: ``predict_map`` resampled onto ``target_img``'s grid (None without one)."""
+    from nilearn.image import resample_to_img
+
+    predict_map = getattr(trained, "predict_map", None)  # absent on stand-in models
+    img = None if predict_map is None else predict_map(text_input)
+    if img is None:
+        return None
+    return resample_to_img(img, target_img, interpolation="continuous", force_resample=True, copy_header=True)
+
+
 def _voxels(img, mask: np.ndarray) -> np.ndarray:
     data = np.asarray(img.dataobj, dtype=np.float32)
     if data.ndim == 4:
@@ -283,14 +299,18 @@ class MapEvaluator:
 
     def predictions(self, trained, text_embedding, parcel_embeddings: dict, decoder_input,
                     temperature: float = 1.0) -> dict:
-        """``{(route, level): image}``: one parcel-route map per level, and the decoder map."""
-        maps = {("parcel", lvl): predict_parcel_map(trained, text_embedding, parcel_embeddings[lvl],
+        """``{(route, level): image}``: one parcel-route map per level of ``parcel_embeddings``,
+        the decoder map and, for voxel-map models, their own map on the analysis grid."""
+        maps = {("parcel", lvl): predict_parcel_map(trained, text_embedding, embedding,
                                                     self.label_volumes[lvl], self.maps_img.affine, temperature)
-                for lvl in self.levels}
+                for lvl, embedding in parcel_embeddings.items()}
         if decoder_input is not None:
             decoded = predict_decoder_map(trained, decoder_input, self.projector)
             if decoded is not None:
                 maps[("decoder", "atlas")] = decoded
+            voxel = predict_voxel_map(trained, decoder_input, self.maps_img.slicer[..., 0])
+            if voxel is not None:
+                maps[("voxel", "4mm")] = voxel
         return maps
 
     def random_map_ranks(self, n_active: int, rng) -> np.ndarray:
@@ -322,7 +342,8 @@ def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, d
         Article -> {name: image} of the evaluated articles (truth and predictions).
     """
     picked = _pick_articles(ids, articles_per_fold, seed + keys["fold"])
-    parcel_emb = {lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
+    parcel_emb = ({lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
+                  if getattr(trained, "brain_input", "coefficients") == "coefficients" else {})  # voxel-map models: no parcel route
     rng = np.random.default_rng(seed + keys["fold"])
     ranks, counts, examples = {}, {}, {}
     for index in picked:
