@@ -120,7 +120,7 @@ def main() -> None:
         torch.set_num_threads(1)  # as the pipeline's training jobs
         print(f"# embedded shapes (320 articles, 384 -> {models_config['mnm']['latent_dim']}, "
               f"batch {models_config['training']['batch_size']}), 1 thread, one fold each")
-        from mnm.trained import TORCH_MODELS
+        from mnm.registry import TORCH_MODELS
 
         total = 0.0
         for name in [m for m in models_config["names"] if m in TORCH_MODELS]:

@@ -44,10 +44,10 @@ def np_centroid_distance(xs, c):
     return math.acosh(math.sqrt(c) * mu0) / math.sqrt(c)
 
 
-def np_hier(xs, r, c, normalisation="pairs"):
+def np_hier(xs, r, c, normalisation="pairs", margin=0.0):
     x0 = np_time(xs, c)
     pairs = [(i, j) for i in range(len(r)) for j in range(len(r)) if r[i] > r[j]]
-    terms = [(r[i] - r[j]) * max(0.0, math.log(x0[i] / x0[j])) for i, j in pairs]
+    terms = [(r[i] - r[j]) * max(0.0, math.log(x0[i] / x0[j]) + margin) for i, j in pairs]
     if not terms:
         return 0.0
     if normalisation == "pairs":
@@ -117,14 +117,14 @@ def test_score_is_minus_exterior_angle_with_the_right_apex(variant):
             assert score[i, j].item() == pytest.approx(-ref, abs=2e-3)
 
 
-@pytest.mark.parametrize("variant,centroid_form,hier_normalisation", [
-    ("mnm", "abs", "pairs"), ("mnm_reverse", "abs", "gap"), ("mnm_no_hier", "squared", "pairs"),
-    ("mnm", "squared", "gap"),
+@pytest.mark.parametrize("variant,centroid_form,hier_normalisation,margin", [
+    ("mnm", "abs", "pairs", 0.0), ("mnm_reverse", "abs", "gap", 0.1), ("mnm_no_hier", "squared", "pairs", 0.0),
+    ("mnm", "squared", "gap", 0.3),
 ])
-def test_loss_terms_match_hand_computation(variant, centroid_form, hier_normalisation):
+def test_loss_terms_match_hand_computation(variant, centroid_form, hier_normalisation, margin):
     c = 0.8
     model = tiny_model(variant, c=c, lambda_centroid=0.5, lambda_hier=30.0, centroid_form=centroid_form,
-                       hier_normalisation=hier_normalisation)
+                       hier_normalisation=hier_normalisation, hier_margin=margin)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / 0.2))  # temperature 0.2
     out = model.loss(
@@ -146,7 +146,7 @@ def test_loss_terms_match_hand_computation(variant, centroid_form, hier_normalis
     power = 1 if centroid_form == "abs" else 2
     cent_ref = abs(np_centroid_distance(far, c) - 2.0) ** power
     cent_ref += abs(np_centroid_distance(near, c) - 0.5) ** power
-    hier_ref = np_hier(BRAIN, N_ACTIVE, c, hier_normalisation)
+    hier_ref = np_hier(BRAIN, N_ACTIVE, c, hier_normalisation, margin)
     assert hier_ref > 0  # the planted case has a violated pair (R=7 sits farther out than R=2)
     lam_hier = 0.0 if variant == "mnm_no_hier" else 30.0
     assert out["angle"].item() == pytest.approx(angle_ref, rel=1e-3)
@@ -170,6 +170,11 @@ def test_hierarchy_loss_zero_cases_and_direction():
     assert got == pytest.approx(8 * math.log(x0[1] / x0[0]), rel=1e-5)
     got = hierarchy_loss(emb.detach(), torch.tensor([1, 9]), 1.0, normalisation="gap").item()
     assert got == pytest.approx(math.log(x0[1] / x0[0]), rel=1e-5)
+    # a margin m makes a correctly ordered pair cost until the ratio exceeds e^m:
+    # R = (9, 1), x0 ratio x0_0 / x0_1 = sqrt(1.01 / 5) < 1: cost 8 * (log(x0_0 / x0_1) + m) when positive
+    m = 1.0
+    got = hierarchy_loss(emb.detach(), torch.tensor([9, 1]), 1.0, margin=m).item()
+    assert got == pytest.approx(8 * max(0.0, math.log(x0[0] / x0[1]) + m), rel=1e-5) and got > 0
     with pytest.raises(ValueError, match="normalisation 'mean'"):
         hierarchy_loss(emb, torch.tensor([1, 9]), 1.0, normalisation="mean")
 

@@ -137,7 +137,7 @@ def test_text2brain_learns_a_planted_mapping(tmp_path, single_thread):
                       brain=2.0 * templates[position], n_active=np.ones(120, np.float32), folds={},
                       brain_mask=mask_img)
     split = Split(np.arange(60), np.arange(60, 90), np.arange(90, 120))
-    recipe = Recipe(batch_size=10, max_epochs=20, lr=3e-3, warmup_epochs=1, schedule="constant",
+    recipe = Recipe(batch_size=10, max_epochs=12, lr=3e-3, warmup_epochs=1, schedule="constant",
                     patience=None, metric="val_mix_and_match")
     params = {"fc_channels": 8, "decoder_filters": 8, "dropout": 0.0, "latent_shape": list(latent)}
     model, history, best = fit_model("text2brain", data, split, params, recipe, seed=0)
@@ -188,3 +188,64 @@ def test_voxel_route_resamples_the_model_map_to_the_analysis_grid():
     data = np.asarray(img.dataobj)[:, 60, 40]  # y = -14 mm, z = 8 mm: inside the coarse grid
     np.testing.assert_allclose(data[inside], x_mm[inside], atol=1e-2)
     assert predict_voxel_map(object(), None, target) is None  # models without a voxel map
+
+
+class _KdeVoxelModel(_ConstantVoxelModel):
+    """Stand-in voxel-map model that predicts each article's own 4 mm KDE map (by row)."""
+
+    def __init__(self, maps_4mm: np.ndarray, mask_4mm: np.ndarray):
+        self.maps, self.mask = maps_4mm, mask_4mm
+
+    def predict_brain(self, text_input):
+        return None
+
+    def predict_map(self, text_input):
+        volume = np.zeros(self.mask.shape, np.float32)
+        volume[self.mask] = self.maps[int(np.asarray(text_input)[0, 0])]
+        return nib.Nifti1Image(volume, COARSE_AFFINE)
+
+
+def test_map_evaluation_scores_the_voxel_route_only(tmp_path, mask_4mm):
+    """A voxel-map model gets one voxel route (no parcel route); predicting the article's own
+    coarse KDE map scores near-perfect Dice, while the random-map control scores the top fraction."""
+    from mnm.brain import BrainProjector
+    from mnm.report.map_eval import MapEvaluator, evaluate_fold
+
+    maps_img, _ = _two_hemisphere_atlas()
+    projector = BrainProjector(maps_img, fwhm_mm=9.0).fit(lookup_table=False)
+    peaks = {"a": np.array([[40.0, -20.0, 50.0], [-22.0, 34.0, 2.0]]), "b": np.array([[2.0, -60.0, 30.0]])}
+    mask = np.asarray(mask_4mm.dataobj) > 0
+    maps_4mm = np.stack([coarse_kde(projector, peaks[a], mask) for a in "ab"])
+    evaluator = MapEvaluator.__new__(MapEvaluator)  # the parts evaluate_fold reads, without a parcel atlas
+    evaluator.maps_img, evaluator.projector, evaluator.mask = maps_img, projector, projector.mask_
+    evaluator.levels, evaluator.parcel_vectors, evaluator.peaks = ["level_1"], {}, peaks
+    evaluator._truth, evaluator._random = {}, {}
+
+    class Rows:  # decoder inputs: the article's row number, read back by the stand-in model
+        @staticmethod
+        def get(trained, section, article):
+            return np.array([["ab".index(article)]])
+
+    fractions = (0.05, 0.1, 0.2)
+    keys = {"model": "text2brain", "section": "abstract", "atlas": "hemispheres", "fold": 0}
+    rows, examples = evaluate_fold(evaluator, _KdeVoxelModel(maps_4mm, mask), keys, np.array(list("ab")),
+                                   np.zeros((2, 2)), Rows(), fractions, None, seed=0)
+    table = pd.DataFrame(rows, columns=["model", "section", "atlas", "route", "level", "kind", "fold",
+                                        "article_id", "fraction", "dice"])
+    assert set(zip(table["route"], table["level"])) == {("voxel", "4mm")}
+    assert set(table["kind"]) == {"model", "shuffled articles", "random map"}
+    assert all(list(maps) == [("voxel", "4mm")] for maps in examples.values())
+    # independent Dice of the top 10 % voxels of article a's prediction and of its truth
+    brain = evaluator.mask
+    predicted = np.asarray(examples["a"][("voxel", "4mm")].dataobj)[brain]
+    truth = np.asarray(projector.kde_img(peaks["a"]).dataobj)[brain]
+    n_top = int(round(0.1 * brain.sum()))
+    top_p, top_t = np.argsort(-predicted)[:n_top], np.argsort(-truth)[:n_top]
+    expected = 2 * len(np.intersect1d(top_p, top_t)) / (2 * n_top)
+    got = table.query("article_id == 'a' and kind == 'model' and fraction == 0.1")["dice"].item()
+    assert got == pytest.approx(expected, abs=0.01)
+    model = table[table["kind"] == "model"].groupby("fraction")["dice"].mean()
+    shuffled = table[table["kind"] == "shuffled articles"].groupby("fraction")["dice"].mean()
+    random = table[table["kind"] == "random map"].groupby("fraction")["dice"].mean()
+    assert (model > 0.5).all() and (model - shuffled > 0.3).all()
+    np.testing.assert_allclose(random, fractions, atol=0.05)

@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mnm.trained import MNM_VARIANTS, MODEL_NAMES, VOXEL_MODELS, resolve_device
+from mnm.registry import MNM_VARIANTS, MODEL_NAMES, OUTPUT_FILES, VOXEL_MODELS
+from mnm.trained import resolve_device
 from mnm.training.data import load_fold_inputs, split_fold
 from mnm.training.fit import fit_model
 from mnm.training.loop import Recipe
@@ -36,12 +37,6 @@ __all__ = ["model_params", "recipe_of", "train_fold", "train_fold_from_snakemake
            "train_tradeoff_from_snakemake", "tradeoff_params", "group_outputs", "OUTPUT_FILES"]
 
 log = logging.getLogger("mnm.train")
-
-#: Files one (repeat, fold) of a training job writes.
-OUTPUT_FILES = {"model": "model.safetensors", "history": "history.parquet",
-                "test_embeddings": "test_embeddings.parquet",
-                "validation_embeddings": "validation_embeddings.parquet"}
-
 
 def model_params(models_config: dict, model_name: str) -> dict:
     """The config section of a model (the MNM variants share ``models.mnm``)."""

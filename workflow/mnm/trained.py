@@ -25,6 +25,7 @@ import torch
 
 from mnm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mnm.models.regression import LinearMap, TfidfRidge
+from mnm.registry import MNM_VARIANTS, MODEL_NAMES, SCORE_KIND_OF_MODEL, TORCH_MODELS, VOXEL_MODELS
 from mnm.scoring import score_matrix
 
 __all__ = [
@@ -44,19 +45,6 @@ __all__ = [
     "resolve_device",
 ]
 
-MNM_VARIANTS = ("mnm", "mnm_reverse", "mnm_no_hier")
-#: Models whose brain side is a voxel map on a coarse grid (the KDE maps of rule ``kde_maps``).
-VOXEL_MODELS = ("text2brain",)
-TORCH_MODELS = (*MNM_VARIANTS, "neurocontext", "mlp", *VOXEL_MODELS)
-MODEL_NAMES = (*TORCH_MODELS, "ridge", "tfidf")
-SCORE_KIND_OF_MODEL = {
-    **{name: "angle" for name in MNM_VARIANTS},
-    "neurocontext": "cosine",
-    "mlp": "correlation",
-    "ridge": "correlation",
-    "tfidf": "correlation",
-    "text2brain": "correlation",
-}
 
 
 def resolve_device(device) -> torch.device:

@@ -3,7 +3,6 @@
 # job per trade-off point (radius head, lambda_hier) trains MNM on every fold of repeat 0.
 # Parameters come from config models.<name> (the MNM variants share models.mnm) and the shared
 # recipe models.training; the logic is mnm.train.
-MODELS_ON_GPU = config["models"]["device"] == "cuda"
 
 TRAIN_INPUT = dict(
     text=f"{RESULTS}/text/{{encoder}}/{{section}}/embeddings.parquet",
@@ -39,10 +38,13 @@ rule train_model:
         f"{BENCHMARKS}/models/{{model}}/{{encoder}}/{{section}}/{{atlas}}/fold-{{fold}}.tsv"
     # One thread: the default corpus is tiny (jobs run side by side) and paper-scale runs use a GPU.
     threads: 1
+    # a GPU (and the GPU partition) only for torch models on a CUDA config; ridge and TF-IDF
+    # never ask for one
     resources:
-        mem_mb=16000 if MODELS_ON_GPU else 4000,
-        # a GPU only for torch models on a CUDA config; ridge and TF-IDF never ask for one
-        gpu=lambda wildcards: int(MODELS_ON_GPU and wildcards.model in TORCH_MODELS),
+        mem_mb=lambda wildcards: 16000 if model_gpu(wildcards) else 4000,
+        gpu=model_gpu,
+        slurm_partition=model_partition,
+        slurm_account=SLURM["account"],
     conda:
         "../../envs/models.yaml"
     script:
@@ -88,8 +90,9 @@ rule train_tradeoff:
         f"{BENCHMARKS}/tradeoff/{{head}}-lambda-{{lam}}.tsv"
     threads: 1
     resources:
-        mem_mb=16000 if MODELS_ON_GPU else 4000,
-        gpu=int(MODELS_ON_GPU),
+        mem_mb=16000 if model_uses_gpu("mnm", config["models"]["device"]) else 4000,
+        gpu=int(model_uses_gpu("mnm", config["models"]["device"])),
+        **slurm(model_uses_gpu("mnm", config["models"]["device"])),
     conda:
         "../../envs/models.yaml"
     script:

@@ -7,6 +7,7 @@ REPORT = f"{RESULTS}/report"
 FIGURES = f"{REPORT}/figures"
 ATLAS_DIR = f"{RESULTS}/atlas/{ATLAS}"
 COEFFICIENTS = f"{RESULTS}/brain/{ATLAS}/coefficients.parquet"
+
 HYPERBOLIC_MODELS = [m for m in MODELS if m in MNM_VARIANTS]
 # Fold-all models drawn on the Poincare disk: MNM with and without the hierarchy loss.
 POINCARE_MODELS = [m for m in ("mnm", "mnm_no_hier") if m in MODELS] or HYPERBOLIC_MODELS[:1]
@@ -19,7 +20,7 @@ REPORT_FIGURES = (
     + EXAMPLE_FIGURES
 )
 
-localrules: retrieval_table, recall_figure, hierarchy, tradeoff, report_index
+localrules: retrieval_table, recall_figure, hierarchy, tradeoff, map_prediction, report_index
 
 
 rule retrieval_table:
@@ -64,7 +65,6 @@ rule recall_figure:
 rule hierarchy:
     input:
         test_embeddings=cv_outputs("test_embeddings.parquet", models=HYPERBOLIC_MODELS),
-        coefficients=COEFFICIENTS,
     output:
         table=f"{REPORT}/hierarchy.parquet",
         geometry=f"{REPORT}/geometry.parquet",
@@ -87,7 +87,7 @@ rule tradeoff:
         test=tradeoff_outputs("test_embeddings.parquet"),
         validation=tradeoff_outputs("validation_embeddings.parquet"),
         baseline=cv_outputs("metrics.parquet", models=["neurocontext"], sections=[TRADEOFF["section"]],
-                            repeats=["0"]) if "neurocontext" in MODELS else [],
+                            repeats=["0"], atlases=[ATLAS]) if "neurocontext" in MODELS else [],
     output:
         points=f"{REPORT}/tradeoff.parquet",
         selection=f"{REPORT}/tradeoff_selection.parquet",
@@ -110,7 +110,7 @@ rule tradeoff:
 
 rule poincare:
     input:
-        models=all_outputs(OUTPUT_FILES["model"], models=POINCARE_MODELS, sections=[SECTIONS[0]]),
+        models=all_outputs(OUTPUT_FILES["model"], models=POINCARE_MODELS, sections=[SECTIONS[0]], atlases=[ATLAS]),
         atlas=f"{ATLAS_DIR}/atlas.nii.gz",
         components=f"{ATLAS_DIR}/components.parquet",
         coefficients=COEFFICIENTS,
@@ -126,46 +126,91 @@ rule poincare:
         f"{BENCHMARKS}/report/poincare.tsv"
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/report.yaml"
     script:
         "../scripts/report_poincare.py"
 
 
+MAP_PARAMS = dict(
+    sections=SECTIONS,
+    fwhm_mm=config["brain"]["fwhm_mm"],
+    zscore=config["brain"]["zscore"],
+    seed=config["folds"]["seed"],
+)
+EXAMPLE_MODEL = "mnm" if "mnm" in MODELS else MODELS[0]
+
+
+# One job per (atlas, model), so that the map evaluations run side by side; repeat 0.
+rule map_dice:
+    input:
+        **map_inputs("{atlas}"),
+        models=lambda wildcards: cv_outputs(OUTPUT_FILES["model"], models=[wildcards.model], repeats=["0"],
+                                            atlases=[wildcards.atlas]),
+        test_embeddings=lambda wildcards: cv_outputs("test_embeddings.parquet", models=[wildcards.model],
+                                                     repeats=["0"], atlases=[wildcards.atlas]),
+    output:
+        f"{REPORT}/map_dice/{{atlas}}/{{model}}.parquet",
+    params:
+        **MAP_PARAMS,
+        fractions=EVAL["dice_top_fractions"],
+        articles_per_fold=EVAL["map_articles_per_fold"],
+    log:
+        f"{LOGS}/report/map_dice/{{atlas}}/{{model}}.log",
+    benchmark:
+        f"{BENCHMARKS}/report/map_dice/{{atlas}}/{{model}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        **slurm(),
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_map_dice.py"
+
+
 rule map_prediction:
     input:
-        models=cv_outputs(OUTPUT_FILES["model"], repeats=["0"]),
-        test_embeddings=cv_outputs("test_embeddings.parquet", repeats=["0"]),
-        atlas=f"{ATLAS_DIR}/atlas.nii.gz",
-        components=f"{ATLAS_DIR}/components.parquet",
-        peaks=f"{RESULTS}/corpus/peaks.parquet",
-        articles=f"{RESULTS}/corpus/articles.parquet",
-        text=expand(f"{RESULTS}/text/{ENCODER}/{{section}}/embeddings.parquet", section=SECTIONS),
+        expand(f"{REPORT}/map_dice/{{atlas}}/{{model}}.parquet", atlas=ATLASES, model=MODELS),
     output:
         dice=f"{REPORT}/map_dice.parquet",
         summary=f"{REPORT}/map_prediction.parquet",
         markdown=report(f"{REPORT}/map_prediction.md", caption="../report/map_prediction.rst",
                         category="Map prediction"),
-        examples=[report(path, caption="../report/maps.rst", category="Map prediction") for path in EXAMPLE_FIGURES],
-        maps=directory(f"{REPORT}/maps"),
     params:
-        sections=SECTIONS,
         fractions=EVAL["dice_top_fractions"],
-        articles_per_fold=EVAL["map_articles_per_fold"],
-        fwhm_mm=config["brain"]["fwhm_mm"],
-        zscore=config["brain"]["zscore"],
-        seed=config["folds"]["seed"],
     log:
         f"{LOGS}/report/map_prediction.log",
-    benchmark:
-        f"{BENCHMARKS}/report/map_prediction.tsv"
-    threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=2000,
     conda:
         "../../envs/report.yaml"
     script:
-        "../scripts/report_maps.py"
+        "../scripts/report_map_summary.py"
+
+
+rule map_examples:
+    input:
+        **map_inputs(ATLAS),
+        model=cv_outputs(OUTPUT_FILES["model"], models=[EXAMPLE_MODEL], sections=SECTIONS[-1:], repeats=["0"],
+                         folds=FOLDS[:1], atlases=[ATLAS]),
+        test_embeddings=cv_outputs("test_embeddings.parquet", models=[EXAMPLE_MODEL], sections=SECTIONS[-1:],
+                                   repeats=["0"], folds=FOLDS[:1], atlases=[ATLAS]),
+    output:
+        examples=[report(path, caption="../report/maps.rst", category="Map prediction") for path in EXAMPLE_FIGURES],
+        maps=directory(f"{REPORT}/maps"),
+    params:
+        **MAP_PARAMS,
+    log:
+        f"{LOGS}/report/map_examples.log",
+    resources:
+        mem_mb=4000,
+        **slurm(),
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/report_map_examples.py"
 
 
 rule report_index:
@@ -175,6 +220,7 @@ rule report_index:
         tradeoff_md=[f"{REPORT}/tradeoff.md"] if HAS_TRADEOFF else [],
         hierarchy=f"{REPORT}/hierarchy.parquet",
         geometry=f"{REPORT}/geometry.parquet",
+        examples=EXAMPLE_FIGURES,
         tables=[
             f"{REPORT}/retrieval.parquet",
             f"{REPORT}/retrieval_comparison.parquet",

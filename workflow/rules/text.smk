@@ -3,6 +3,11 @@
 # (after a crash, or with more articles) embed only what is missing.
 from mnm.text import wants_gpu
 
+# Gathering the shards is bookkeeping: it runs where Snakemake runs.
+localrules:
+    gather_embeddings,
+
+
 TEXT_SHARDS = [str(s) for s in range(config["text"]["n_shards"])]
 # Evaluated once when the DAG is built: request a GPU only when embedding will use one.
 TEXT_ON_GPU = wants_gpu(config["text"]["device"])
@@ -37,6 +42,7 @@ rule embed_shard:
     resources:
         mem_mb=32000 if TEXT_ON_GPU else 4000,
         gpu=1 if TEXT_ON_GPU else 0,
+        **slurm(TEXT_ON_GPU),
     conda:
         "../../envs/text.yaml"
     script:

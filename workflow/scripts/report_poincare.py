@@ -3,7 +3,7 @@ from pathlib import Path
 from mnm.io import logged_job
 
 with logged_job(snakemake):
-    from mnm.report.maps import write_poincare_figure
+    from mnm.report.poincare import write_poincare_figure
 
     write_poincare_figure(
         dict(zip(snakemake.params.labels, snakemake.input.models)), Path(snakemake.input.atlas).parent,

@@ -17,10 +17,14 @@ curvature ``-c`` (MERU, Desai et al. 2023). Training minimises
   ``"squared"`` is ``(d(mu, O) - target)^2``.
 * ``L_hier``: a brain map with more active components ``R`` is broader, more generic, and should
   lie nearer the origin (smaller time component ``x0``): every pair with ``R_i > R_j`` costs
-  ``(R_i - R_j) * relu(log(x0_i / x0_j))``. ``hier_normalisation="pairs"`` averages over
+  ``(R_i - R_j) * relu(log(x0_i / x0_j) + m)``. ``hier_normalisation="pairs"`` averages over
   the ordered pairs (the formula as documented in shared/design.md); ``"gap"`` divides by the
   sum of the gaps ``R_i - R_j`` instead, which makes the loss a weighted mean of log-ratio
   violations and so independent of the atlas size (R runs to 384 for AICHA, 1,024 for DiFuMo).
+  The margin ``m`` (``hier_margin``) is this project's addition: with ``m = 0`` (the paper)
+  "every map at one radius" is a minimum of the loss, and training drifts there (the radius
+  spread collapses as lambda_hier grows); ``m > 0`` asks the narrower map to lie a factor
+  ``e^m`` farther out, which keeps the radii spread.
 
 Radius head (``radius_head``):
 
@@ -91,7 +95,7 @@ def centroid_loss(
 
 
 def hierarchy_loss(embeddings: Tensor, n_active: Tensor, c: Tensor | float,
-                   normalisation: str = "pairs") -> Tensor:
+                   normalisation: str = "pairs", margin: float = 0.0) -> Tensor:
     """Pairs with ``R_i > R_j`` cost ``(R_i - R_j) * relu(log(x0_i / x0_j))``.
 
     Parameters
@@ -104,6 +108,8 @@ def hierarchy_loss(embeddings: Tensor, n_active: Tensor, c: Tensor | float,
         Curvature magnitude.
     normalisation : {"pairs", "gap"}
         Divide the summed cost by the number of ordered pairs, or by the sum of their gaps.
+    margin : float
+        ``m`` in ``relu(log(x0_i / x0_j) + m)`` (0: the paper's loss).
 
     Returns
     -------
@@ -116,7 +122,7 @@ def hierarchy_loss(embeddings: Tensor, n_active: Tensor, c: Tensor | float,
     log_time = torch.log(lorentz.time_component(embeddings, c))
     r = n_active.to(embeddings.dtype)
     gap = F.relu(r[:, None] - r[None, :])
-    total = (gap * F.relu(log_time[:, None] - log_time[None, :])).sum()
+    total = (gap * F.relu(log_time[:, None] - log_time[None, :] + margin)).sum()
     denominator = (gap > 0).sum() if normalisation == "pairs" else gap.sum()
     if denominator == 0:
         return log_time.sum() * 0.0
@@ -160,6 +166,8 @@ class MNM(nn.Module):
         See :func:`centroid_loss`.
     hier_normalisation : {"pairs", "gap"}
         See :func:`hierarchy_loss`.
+    hier_margin : float
+        See :func:`hierarchy_loss` (0: the paper's loss).
     variant : {"mnm", "mnm_reverse", "mnm_no_hier"}
     """
 
@@ -177,6 +185,7 @@ class MNM(nn.Module):
         lambda_hier: float = 30.0,
         centroid_form: str = "abs",
         hier_normalisation: str = "pairs",
+        hier_margin: float = 0.0,
         variant: str = "mnm",
     ):
         super().__init__()
@@ -198,6 +207,7 @@ class MNM(nn.Module):
         self.lambda_hier = 0.0 if variant == "mnm_no_hier" else float(lambda_hier)
         self.centroid_form = centroid_form
         self.hier_normalisation = hier_normalisation
+        self.hier_margin = float(hier_margin)
         self.log_curvature_bounds = (math.log(curvature_init / CURVATURE_SPAN),
                                      math.log(curvature_init * CURVATURE_SPAN))
 
@@ -282,7 +292,8 @@ class MNM(nn.Module):
         far, near = (brain_emb, text_emb) if self.reverse else (text_emb, brain_emb)
         centroid = centroid_loss(far, near, c, self.target_text, self.target_brain,
                                  self.centroid_form)
-        hier = hierarchy_loss(brain_emb, n_active.to(brain_emb.device), c, self.hier_normalisation)
+        hier = hierarchy_loss(brain_emb, n_active.to(brain_emb.device), c, self.hier_normalisation,
+                              self.hier_margin)
         total = angle + self.lambda_centroid * centroid + self.lambda_hier * hier
         return {"loss": total, "angle": angle, "centroid": centroid, "hier": hier}
 

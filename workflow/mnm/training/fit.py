@@ -12,17 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mnm.trained import (
-    MODEL_NAMES,
-    RidgeModel,
-    Standardizer,
-    TfidfModel,
-    TorchModel,
-    TORCH_MODELS,
-    VOXEL_MODELS,
-    VoxelMapModel,
-    build_torch_module,
-)
+from mnm.registry import MODEL_NAMES, TORCH_MODELS, VOXEL_MODELS
+from mnm.trained import RidgeModel, Standardizer, TfidfModel, TorchModel, VoxelMapModel, build_torch_module
 from mnm.training.data import FoldInputs, Split
 from mnm.training.loop import Recipe, train_torch_model, validation_metrics
 
