@@ -249,3 +249,35 @@ def test_map_evaluation_scores_the_voxel_route_only(tmp_path, mask_4mm):
     random = table[table["kind"] == "random map"].groupby("fraction")["dice"].mean()
     assert (model > 0.5).all() and (model - shuffled > 0.3).all()
     np.testing.assert_allclose(random, fractions, atol=0.05)
+
+
+def test_fold_inputs_of_a_voxel_model_align_maps_with_coefficients(tmp_path, mask_4mm):
+    """With kde_maps, the brain rows are the 4 mm maps of the common articles (in sorted id
+    order), n_active still comes from the coefficients table, and a map without coefficients
+    is refused with the file named."""
+    from mnm.io import save_nifti, write_matrix, write_parquet
+    from mnm.training.data import load_fold_inputs
+
+    n_mask = int((np.asarray(mask_4mm.dataobj) > 0).sum())
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, n_mask), dtype=np.float32)
+    write_matrix(tmp_path / "maps.parquet", ["c", "a", "b"], maps, column="kde", extra={"n_peaks": [1, 2, 3]})
+    save_nifti(mask_4mm, tmp_path / "mask.nii.gz")
+    write_matrix(tmp_path / "text.parquet", ["b", "a", "c"], np.eye(3, 4))
+    write_matrix(tmp_path / "coef.parquet", ["a", "b", "c", "d"], np.ones((4, 2)), column="coefficients",
+                 extra={"n_active": [5, 6, 7, 8]})
+    write_parquet(pd.DataFrame({"article_id": list("abcd"), "fold": [0, 1, 0, 1]}), tmp_path / "folds.parquet")
+    kde = (tmp_path / "maps.parquet", tmp_path / "mask.nii.gz")
+    data = load_fold_inputs(tmp_path / "text.parquet", tmp_path / "coef.parquet", tmp_path / "folds.parquet",
+                            kde_maps=kde)
+    assert data.ids.tolist() == ["a", "b", "c"]
+    np.testing.assert_array_equal(data.brain, maps[[1, 2, 0]])
+    np.testing.assert_array_equal(data.n_active, [5, 6, 7])
+    np.testing.assert_array_equal(data.text, np.eye(3, 4)[[1, 0, 2]])
+    np.testing.assert_array_equal(data.brain_mask.affine, COARSE_AFFINE)
+
+    write_matrix(tmp_path / "coef.parquet", ["a", "b"], np.ones((2, 2)), column="coefficients",
+                 extra={"n_active": [5, 6]})
+    with pytest.raises(ValueError, match="maps.parquet: articles absent from .*coef.parquet"):
+        load_fold_inputs(tmp_path / "text.parquet", tmp_path / "coef.parquet", tmp_path / "folds.parquet",
+                         kde_maps=kde)
