@@ -165,7 +165,7 @@ def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp
     counts = job_counts(result.stdout)
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     n_shards, sections = paper["text"]["n_shards"], paper["text"]["sections"]
-    n_models = len(validate_config({})["models"]["names"])
+    n_models = len(paper["models"].get("names") or validate_config({})["models"]["names"])
     n_folds = paper["folds"]["n_folds"]
     # only the paper's encoder: one shard job per (shard, section), one gather per section
     assert counts["embed_shard"] == n_shards * len(sections)
