@@ -171,6 +171,22 @@ def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp
                for rule in ("embed_shard", "atlas", "coefficients", "train_model") for r in jobs[rule])
 
 
+def test_several_atlases_train_and_report_each(tmp_path):
+    """brain.atlases with two atlases: brain features, every training job and the map
+    evaluation per atlas; the sweep, the Poincare figure and the examples on the first."""
+    atlases = ["aicha", "harvard_oxford"]
+    project = make_project(tmp_path, {"brain": {"atlases": atlases}, "folds": {"n_repeats": 1}})
+    counts = job_counts(snakemake(project, "-n").stdout)
+    config = validate_config({"brain": {"atlases": atlases}})
+    n_models, n_sections = len(config["models"]["names"]), len(config["models"]["sections"])
+    assert counts["atlas"] == counts["coefficients"] == counts["brain_qc"] == 2
+    assert counts["train_model"] == 2 * n_models * n_sections * config["folds"]["n_folds"]
+    assert counts["train_model_all"] == 2 * n_models * n_sections
+    assert counts["map_dice"] == 2 * n_models
+    assert counts["train_tradeoff"] == 12 and counts["poincare"] == counts["map_examples"] == 1
+    assert counts["retrieval_table"] == counts["hierarchy"] == 1  # one table per atlas inside
+
+
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     project = make_project(tmp_path)
     targets = ["results/corpus/qc.parquet", "results/folds.parquet"]
