@@ -140,6 +140,28 @@ def test_text_query_matches_the_library(client, service, articles):
         np.testing.assert_allclose(back.affine, img.affine)
 
 
+def test_text_query_with_meta_analysis_matches_the_library(client, service):
+    """meta=mkda adds NiMARE's maps and summary: those of mnm.meta.meta_analysis called on the
+    same query (as `mnm query --meta-analysis mkda`), labelled for the page."""
+    from mnm.meta import meta_analysis
+
+    response = client.get("/api/query", query_string={"text": "working memory", "k": 6,
+                                                      "meta": "mkda"})
+    assert response.status_code == 200, response.json
+    table, maps = query_text(service.run, "working memory", top_k=6)
+    expected = meta_analysis(service.run, table, "mkda", predicted=maps["decoder"])
+    summary = response.json["meta_analysis"]
+    assert summary["articles"] == expected.article_ids == table["article_id"].tolist()
+    assert summary["correlation_with_decoder_map"] == pytest.approx(expected.correlation)
+    served = {m["name"]: m for m in response.json["maps"]}
+    assert set(served) == set(maps) | {"meta_mkda_z", "meta_mkda_logp"}
+    assert served["meta_mkda_z"]["label"] == "MKDA meta-analysis of the articles, z (uncorrected)"
+    for name, img in expected.output_maps().items():
+        back = _map_from(client.get(served[name]["url"]))
+        np.testing.assert_allclose(back.get_fdata(), img.get_fdata(), rtol=1e-6)
+    assert "meta_analysis" not in client.get("/api/query", query_string={"text": "memory"}).json
+
+
 def test_map_upload_matches_the_library(client, service, kde_map):
     _, path = kde_map
     response = _upload(client, path.read_bytes(), "my map.nii.gz", k=5)
@@ -186,7 +208,7 @@ def _assert_one_line_error(response, status: int, fragment: str):
 @pytest.mark.parametrize("params, fragment", [
     ({}, "empty"), ({"text": "   "}, "empty"), ({"text": "memory", "k": "0"}, "k must be"),
     ({"text": "memory", "k": "ten"}, "whole number"), ({"text": "memory", "k": "101"}, "max_top_k"),
-    ({"text": "x" * 10001}, "max_text_chars"),
+    ({"text": "x" * 10001}, "max_text_chars"), ({"text": "memory", "meta": "gls"}, "meta must be"),
 ])
 def test_bad_text_queries_are_refused(client, params, fragment):
     _assert_one_line_error(client.get("/api/query", query_string=params), 400, fragment)
