@@ -1,12 +1,11 @@
 """Meta-analysis of a query's articles (NiMARE ALE / MKDA) and its comparison with the model.
 
 References: hand-made studies whose peaks cluster in one region (the meta-analysis must peak
-there), numpy's correlation of the voxel values, and the files the query writes.
+there) and numpy's correlation of the voxel values. The same on a finished run (``mnm query
+--meta-analysis``, the web page's ``meta=``): tests/test_serve.py, which has the run loaded.
 """
 
 from __future__ import annotations
-
-import json
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +13,6 @@ import pandas as pd
 import pytest
 
 from mnm.atlas import analysis_mask
-from mnm.cli import EXIT_BAD_INPUT, main
 from mnm.meta import METHODS, cbma_maps, map_correlation
 
 CLUSTER_MM = np.array([-40.0, 20.0, 30.0])  # left dorsolateral prefrontal cortex
@@ -36,12 +34,15 @@ def _clustered_studies(mask_img, n_studies=8, seed=0):
         anywhere = nib.affines.apply_affine(mask_img.affine, voxel)
         for xyz in [*near, anywhere]:
             rows.append({"article_id": f"s{i}", "table_id": "t", "x": xyz[0], "y": xyz[1], "z": xyz[2]})
-    peaks = pd.DataFrame(rows)
-    articles = pd.DataFrame({
+    return _articles(n_studies), pd.DataFrame(rows)
+
+
+def _articles(n_studies):
+    """Corpus-table rows of studies ``s0``, ``s1``, ..."""
+    return pd.DataFrame({
         "article_id": [f"s{i}" for i in range(n_studies)], "title": "t", "abstract": "a",
         "body": None, "keywords": None, "pmid": pd.NA, "pmcid": pd.NA, "doi": None,
         "journal": None, "year": pd.NA, "source": "test"})
-    return articles, peaks
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -64,6 +65,34 @@ def test_meta_analysis_peaks_where_the_studies_cluster(mask_4mm, method):
     inside = np.asarray(mask_4mm.dataobj) > 0
     np.testing.assert_allclose(logp[inside], -np.log10(p[inside]), rtol=1e-4, atol=1e-5)
     assert settings["corrected"] is False
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_kernel_sizes(mask_4mm, method):
+    """Every study reports one peak at the same voxel centre, so the ALE value is
+    1 - (1 - MA)^n with MA the Gaussian kernel of FWHM ``fwhm_mm`` (Turkeltaub et al. 2002),
+    and the MKDA density counts the studies whose 10 mm sphere holds the voxel (Wager et al.
+    2007; unweighted: the corpus has no sample sizes)."""
+    n_studies, fwhm = 5, 9.0
+    to_voxel = np.linalg.inv(mask_4mm.affine)
+    centre = np.rint(nib.affines.apply_affine(to_voxel, CLUSTER_MM)).astype(int)
+    peak = nib.affines.apply_affine(mask_4mm.affine, centre)
+    peaks = pd.DataFrame({"article_id": [f"s{i}" for i in range(n_studies)], "table_id": "t",
+                          "x": peak[0], "y": peak[1], "z": peak[2]})
+    images, _, _ = cbma_maps(_articles(n_studies), peaks, mask_4mm, method, fwhm_mm=fwhm)
+    stat = images["stat"].get_fdata()
+    grid = np.indices(stat.shape).reshape(3, -1).T
+    distance = np.linalg.norm(nib.affines.apply_affine(mask_4mm.affine, grid) - peak, axis=1)
+    distance = distance.reshape(stat.shape)
+    inside = np.asarray(mask_4mm.dataobj) > 0
+    if method == "mkda":
+        np.testing.assert_array_equal(stat[inside], n_studies * (distance[inside] <= 10.0))
+        return
+    modelled = 1 - (1 - stat) ** (1 / n_studies)  # each study's MA value
+    sigma = fwhm / np.sqrt(8 * np.log(2))
+    near = inside & (distance <= 8.0)  # within two voxels: where the kernel is not truncated
+    ratio = modelled[near] / modelled[tuple(centre)]
+    np.testing.assert_allclose(ratio, np.exp(-distance[near] ** 2 / (2 * sigma**2)), rtol=1e-3)
 
 
 def test_meta_analysis_needs_two_studies(mask_4mm):
@@ -90,39 +119,3 @@ def test_map_correlation_is_pearson_over_the_mask_voxels():
     assert map_correlation(nib.Nifti1Image(np.ones_like(a), affine), nib.Nifti1Image(b, affine), voxels)[0] == 0.0
     with pytest.raises(ValueError, match="not on the grid"):
         map_correlation(nib.Nifti1Image(a, np.diag([2.0, 2, 2, 1])), nib.Nifti1Image(b, affine), voxels)
-
-
-@pytest.mark.e2e
-def test_query_meta_analysis_writes_maps_beside_the_prediction(tiny_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tiny_run)
-    out = tmp_path / "q"
-    code = main(["query", "working memory load", "--top-k", "8", "--meta-analysis", "ale",
-                 "--out", str(out), "--json", "--config", str(tiny_run / "config.yaml")])
-    assert code == 0
-    payload = json.loads(capsys.readouterr().out)
-    summary = payload["meta_analysis"]
-    assert summary == json.loads((out / "meta_analysis.json").read_text())
-    table = pd.read_csv(out / "articles.csv")
-    assert summary["articles"] == table["article_id"].tolist()  # every article has peaks
-    peaks = pd.read_parquet(tiny_run / "results/corpus/peaks.parquet")
-    assert summary["n_peaks"] == peaks["article_id"].isin(table["article_id"]).sum()
-    for name in ("meta_ale_z", "meta_ale_logp"):
-        assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}.png").stat().st_size > 1000
-    z, decoder = nib.load(out / "meta_ale_z.nii.gz"), nib.load(out / "decoder.nii.gz")
-    assert z.shape == decoder.shape and np.allclose(z.affine, decoder.affine)
-    # the stored correlation, recomputed with numpy from the written maps: brain-mask voxels
-    # of the run's grid that the atlas covers
-    atlas = nib.load(tiny_run / "results/atlas/aicha/atlas.nii.gz")
-    voxels = (np.asarray(atlas.dataobj) != 0).any(axis=-1)
-    voxels &= np.asarray(analysis_mask(4).dataobj) > 0
-    expected = np.corrcoef(z.get_fdata()[voxels], decoder.get_fdata()[voxels])[0, 1]
-    assert summary["correlation_with_decoder_map"] == pytest.approx(expected, abs=1e-5)
-    assert summary["correlation_voxels"] == voxels.sum()
-    # the z map's maximum lies within the ALE kernel's reach of a retrieved article's peak
-    data = z.get_fdata()
-    top = nib.affines.apply_affine(z.affine, np.unravel_index(np.argmax(data), data.shape))
-    retrieved = peaks[peaks["article_id"].isin(table["article_id"])][["x", "y", "z"]].to_numpy()
-    assert np.linalg.norm(retrieved - top, axis=1).min() <= 8.0
-    assert main(["query", "--map", str(out / "decoder.nii.gz"), "--meta-analysis", "ale",
-                 "--out", str(tmp_path / "m"), "--config", str(tiny_run / "config.yaml")]) == EXIT_BAD_INPUT
-    assert "needs a TEXT query" in capsys.readouterr().err

@@ -162,6 +162,45 @@ def test_text_query_with_meta_analysis_matches_the_library(client, service):
     assert "meta_analysis" not in client.get("/api/query", query_string={"text": "memory"}).json
 
 
+def test_cli_meta_analysis_writes_maps_beside_the_prediction(service, tiny_run, tmp_path,
+                                                             monkeypatch, capsys):
+    """`mnm query TEXT --meta-analysis ale` (here on the served run, loaded once: the command
+    line's own run loading is tested in test_e2e): maps and summary written beside the
+    prediction; the correlation recomputed with numpy from the written files."""
+    from mnm.atlas import analysis_mask
+    from mnm.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.setattr("mnm.query.open_run", lambda *args, **kwargs: service.run)
+    out = tmp_path / "q"
+    assert main(["query", "working memory load", "--top-k", "8", "--meta-analysis", "ale",
+                 "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["meta_analysis"]
+    assert summary == json.loads((out / "meta_analysis.json").read_text())
+    table = pd.read_csv(out / "articles.csv")
+    assert summary["articles"] == table["article_id"].tolist()  # every article has peaks
+    peaks = pd.read_parquet(tiny_run / "results/corpus/peaks.parquet")
+    assert summary["n_peaks"] == peaks["article_id"].isin(table["article_id"]).sum()
+    for name in ("meta_ale_z", "meta_ale_logp"):
+        assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}.png").stat().st_size > 1000
+    z, decoder = nib.load(out / "meta_ale_z.nii.gz"), nib.load(out / "decoder.nii.gz")
+    assert z.shape == decoder.shape and np.allclose(z.affine, decoder.affine)
+    # brain-mask voxels of the run's grid that the atlas covers
+    atlas = nib.load(tiny_run / "results/atlas/aicha/atlas.nii.gz")
+    voxels = (np.asarray(atlas.dataobj) != 0).any(axis=-1)
+    voxels &= np.asarray(analysis_mask(4).dataobj) > 0
+    expected = np.corrcoef(z.get_fdata()[voxels], decoder.get_fdata()[voxels])[0, 1]
+    assert summary["correlation_with_decoder_map"] == pytest.approx(expected, abs=1e-5)
+    assert summary["correlation_voxels"] == voxels.sum()
+    # the z map's maximum lies within the ALE kernel's reach of a retrieved article's peak
+    data = z.get_fdata()
+    top = nib.affines.apply_affine(z.affine, np.unravel_index(np.argmax(data), data.shape))
+    retrieved = peaks[peaks["article_id"].isin(table["article_id"])][["x", "y", "z"]].to_numpy()
+    assert np.linalg.norm(retrieved - top, axis=1).min() <= 8.0
+    assert main(["query", "--map", str(out / "decoder.nii.gz"), "--meta-analysis", "ale",
+                 "--out", str(tmp_path / "m")]) == EXIT_BAD_INPUT
+    assert "needs a TEXT query" in capsys.readouterr().err
+
+
 def test_map_upload_matches_the_library(client, service, kde_map):
     _, path = kde_map
     response = _upload(client, path.read_bytes(), "my map.nii.gz", k=5)

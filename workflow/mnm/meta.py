@@ -14,7 +14,8 @@ query of :mod:`mnm.query`:
 
    * ``ale``: :class:`nimare.meta.cbma.ALE` with a fixed kernel FWHM of ``brain.fwhm_mm`` (the
      corpus has no sample sizes for ALE's sample-size-dependent kernel; the fixed width is the
-     one the model's brain maps are built with);
+     one the model's brain maps are built with; :func:`nimare_ale_fwhm` makes NiMARE's kernel
+     that wide on any grid, not only 2 mm);
    * ``mkda``: :class:`nimare.meta.cbma.MKDADensity` with NiMARE's default 10 mm spheres;
 
    both with NiMARE's default analytic ("approximate") null: uncorrected z, p and -log10 p
@@ -61,8 +62,8 @@ class MetaAnalysis:
     method : str
         ``ale`` or ``mkda``.
     images : dict
-        ``{"z", "p", "logp"}`` -> 3D image on the run's analysis grid (``logp`` is
-        ``-log10 p``; uncorrected).
+        ``{"stat", "z", "p", "logp"}`` -> 3D image on the run's analysis grid (``stat``: the
+        ALE value or MKDA density; ``logp`` is ``-log10 p``; uncorrected).
     article_ids : list of str
         Articles whose peaks went in, in the query's rank order.
     n_peaks : int
@@ -106,14 +107,29 @@ class MetaAnalysis:
         }
 
 
-def make_estimator(method: str, fwhm_mm: float):
-    """NiMARE's CBMA estimator for ``method`` (see the module docstring)."""
+def nimare_ale_fwhm(fwhm_mm: float, voxel_mm: float) -> float:
+    """The ``fwhm`` to give NiMARE's ALE kernel for a Gaussian of FWHM ``fwhm_mm`` on an
+    isotropic ``voxel_mm`` grid.
+
+    ``nimare.meta.utils.get_ale_kernel`` (0.x) converts the FWHM to voxels by dividing by
+    ``sqrt(prod(zooms))`` (= ``voxel_mm ** 1.5``) and takes ``sigma = fwhm_vox * sqrt(2) /
+    (2 sqrt(2 ln 2))``; the two cancel on a 2 mm grid (GingerALE's) only. On a ``v`` mm grid its
+    kernel has FWHM ``fwhm * sqrt(2 / v)`` (6.4 mm instead of 9 on the 4 mm grid), so the value
+    is scaled by ``sqrt(v / 2)`` (identity at 2 mm). tests/test_meta.py checks the kernel width.
+    """
+    return float(fwhm_mm) * float(np.sqrt(voxel_mm / 2.0))
+
+
+def make_estimator(method: str, fwhm_mm: float, voxel_mm: float = 2.0):
+    """NiMARE's CBMA estimator for ``method`` on an isotropic ``voxel_mm`` grid (see the
+    module docstring)."""
     from nimare.meta.cbma import ALE, MKDADensity
 
     if method == "ale":
-        return ALE(kernel__fwhm=float(fwhm_mm), null_method="approximate"), {
+        kernel_fwhm = nimare_ale_fwhm(fwhm_mm, voxel_mm)
+        return ALE(kernel__fwhm=kernel_fwhm, null_method="approximate"), {
             "estimator": "nimare.meta.cbma.ALE", "kernel_fwhm_mm": float(fwhm_mm),
-            "null_method": "approximate", "corrected": False}
+            "nimare_kernel_fwhm": kernel_fwhm, "null_method": "approximate", "corrected": False}
     if method == "mkda":
         return MKDADensity(kernel__r=MKDA_RADIUS_MM, null_method="approximate"), {
             "estimator": "nimare.meta.cbma.MKDADensity", "kernel_radius_mm": MKDA_RADIUS_MM,
@@ -140,7 +156,7 @@ def cbma_maps(articles: pd.DataFrame, peaks: pd.DataFrame, mask_img, method: str
     Returns
     -------
     images : dict
-        ``z``, ``p``, ``logp`` -> 3D float32 images on ``mask_img``'s grid.
+        ``stat``, ``z``, ``p``, ``logp`` -> 3D float32 images on ``mask_img``'s grid.
     settings : dict
         What was run (estimator, kernel, null).
     seconds : float
@@ -151,7 +167,10 @@ def cbma_maps(articles: pd.DataFrame, peaks: pd.DataFrame, mask_img, method: str
     from mnm.nimare_io import nimads_document
     from mnm.report.figures import frozen_gc
 
-    estimator, settings = make_estimator(method, fwhm_mm)
+    zooms = mask_img.header.get_zooms()[:3]
+    if not np.allclose(zooms, zooms[0]):
+        raise MetaAnalysisError(f"the analysis grid must be isotropic, got voxels of {zooms} mm")
+    estimator, settings = make_estimator(method, fwhm_mm, float(zooms[0]))
     pooled = peaks.assign(table_id="all peaks")
     articles = articles[articles["article_id"].isin(set(pooled["article_id"]))]
     if len(articles) < 2:
@@ -164,7 +183,7 @@ def cbma_maps(articles: pd.DataFrame, peaks: pd.DataFrame, mask_img, method: str
         result = estimator.fit(studyset)
         images = {kind: nib.Nifti1Image(np.asarray(result.get_map(kind).dataobj,
                                                    dtype=np.float32), mask_img.affine)
-                  for kind in ("z", "p", "logp")}
+                  for kind in ("stat", "z", "p", "logp")}
     return images, settings, time.perf_counter() - start
 
 
