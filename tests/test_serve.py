@@ -566,6 +566,18 @@ def test_page_in_headless_chromium(browser, live_server, service, kde_map, tmp_p
     find("css selector", "#query-layers label:nth-child(2) input").click()
     wait.until(lambda d: "Parcel route" in _readout(d, "#query-viewer")[2])
 
+    # With the MKDA meta-analysis: its two maps are layers, its correlation is stated.
+    from selenium.webdriver.support.ui import Select
+
+    Select(find("id", "query-meta")).select_by_value("mkda")
+    find("id", "query-submit").click()
+    wait.until(lambda d: find("id", "query-meta-summary").is_displayed())
+    assert "MKDA meta-analysis (NiMARE, uncorrected) of 10 articles" in find(
+        "id", "query-meta-summary").text
+    find("css selector", "#query-layers input[value='meta_mkda_z']").click()
+    wait.until(lambda d: "MKDA meta-analysis of the articles, z" in _readout(d, "#query-viewer")[2])
+    Select(find("id", "query-meta")).select_by_value("")
+
     # Map -> articles: upload the KDE map of an article; it is listed, and shown back.
     _, path = kde_map
     find("id", "tab-map").click()
