@@ -405,8 +405,11 @@ def _previous_files(out_dir: Path) -> list[str]:
 
 
 def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | None = None,
-                  title: str = "") -> dict:
+                  title: str = "", documents: dict | None = None) -> dict:
     """Write the table (Parquet + CSV), maps (NIfTI) and glass brains (PNG) all-or-nothing.
+
+    ``documents`` (name -> JSON-ready dict, e.g. a meta-analysis summary) are written as
+    ``<name>.json`` with them.
 
     The files are written into a scratch folder next to ``out_dir`` and moved in only once all
     exist; the previous query's files in ``out_dir`` (listed in its ``manifest.json``) are
@@ -421,7 +424,7 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
     from nilearn import plotting
 
     from mnm.io import FILE_MODE
-    from mnm.report.figures import glass_brain_limits
+    from mnm.report.figures import frozen_gc, glass_brain_limits
 
     out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -432,23 +435,27 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
         table.to_csv(scratch / "articles.csv", index=False)
         written["articles"] = "articles.parquet"
         written["articles_csv"] = "articles.csv"
-        for name, img in (maps or {}).items():
-            nib.save(img, scratch / f"{name}.nii.gz")
-            threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, 1.0)
-            # Drawn relative to the map's maximum: nilearn's colour bar breaks on spans as
-            # small as a softmax over hundreds of parcels (~1e-5); the title keeps the scale.
-            shown = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) / vmax,
-                                    img.affine)
-            display = plotting.plot_glass_brain(
-                shown, colorbar=True, plot_abs=False, cmap="YlOrRd",
-                threshold=None if threshold is None else threshold / vmax,
-                vmin=None if vmin is None else vmin / vmax, vmax=1.0,
-                title=f"{title[:28]} ({name}, x {vmax:.2g})" if title else f"{name}, x {vmax:.2g}",
-            )
-            display.savefig(scratch / f"{name}.png", dpi=100)
-            display.close()
-            written[name] = f"{name}.nii.gz"
-            written[f"{name}_png"] = f"{name}.png"
+        with frozen_gc():  # nilearn's gc.collect() per image would cost about a second each
+            for name, img in (maps or {}).items():
+                nib.save(img, scratch / f"{name}.nii.gz")
+                threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, 1.0)
+                # Drawn relative to the map's maximum: nilearn's colour bar breaks on spans as
+                # small as a softmax over hundreds of parcels (~1e-5); the title keeps the scale.
+                shown = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) / vmax,
+                                        img.affine)
+                display = plotting.plot_glass_brain(
+                    shown, colorbar=True, plot_abs=False, cmap="YlOrRd",
+                    threshold=None if threshold is None else threshold / vmax,
+                    vmin=None if vmin is None else vmin / vmax, vmax=1.0,
+                    title=f"{title[:28]} ({name}, x {vmax:.2g})" if title else f"{name}, x {vmax:.2g}",
+                )
+                display.savefig(scratch / f"{name}.png", dpi=100)
+                display.close()
+                written[name] = f"{name}.nii.gz"
+                written[f"{name}_png"] = f"{name}.png"
+        for name, document in (documents or {}).items():
+            (scratch / f"{name}.json").write_text(json.dumps(document, indent=2))
+            written[name] = f"{name}.json"
         (scratch / MANIFEST).write_text(json.dumps({"title": title, "files": sorted(written.values())}))
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in _previous_files(out_dir):

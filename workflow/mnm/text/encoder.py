@@ -19,6 +19,29 @@ Recipe (NeuroConText / NiCLIP, version :data:`RECIPE_VERSION`)
 
 Windows of all texts are sorted by length and grouped into batches by a token budget
 (``batch_tokens`` counts padded tokens), which keeps padding waste small.
+
+Per architecture
+----------------
+NeuroConText compares Mistral-7B-v0.1, GPT-Neo (125M, 1.3B) and SciBERT
+(``experiment_setting.py`` of github.com/ghayem/NeuroConText). Its embedding code
+(``src/embeddings.py``, commit 94e6f2b "main scripts added", July 2024) treats them all
+alike: chunks of the tokenizer's ``model_max_length``, ``mean_pooling(hidden_states[-1],
+attention_mask)`` (the masked mean of the last hidden state), L2 normalisation of each chunk
+-- no [CLS] pooling, SciBERT included. This module does the same for every model; what
+differs per architecture is only what the tokenizer and the model config say:
+
+* causal decoders (GPT-Neo, Mistral): the window is the model's context (GPT-Neo 2,048
+  positions; Mistral 8,192, see :data:`MAX_DEFAULT_WINDOW`); Mistral's tokenizer puts ``<s>``
+  before each window, GPT-Neo's none; right padding, so no token attends to padding, and the
+  mean runs over every token (a causal model has no [CLS] summary token: its first token sees
+  only itself);
+* bidirectional encoders (SciBERT, MiniLM): each window is ``[CLS] ... [SEP]`` of at most
+  512 positions (MiniLM: the 256 of its sentence-transformers config), mean over the window's
+  tokens, special tokens included (sentence-transformers' mean pooling).
+
+One deliberate difference: NeuroConText cuts the tokenized text (with the special tokens of
+the whole text) every ``model_max_length`` tokens, so only its first chunk starts with [CLS]
+or ``<s>``; here every window is a complete model input (step 2).
 """
 
 from __future__ import annotations
