@@ -3,6 +3,11 @@
 # (profiles/default is loaded automatically; see README.md for the paper-scale run).
 
 
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
 configfile: "config.yaml"
 
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from mnm.models.base import ProjectionHead, ResidualHead, pairwise_pearson
+from mnm.models.base import ResidualHead, make_encoder, pairwise_pearson
 from mnm.models.neurocontext import NeuroConText
-from mnm.models.regression import MLPRegression, fit_tfidf_ridge, pearson_score_matrix, section_texts
-from mnm.train import load_trained, read_test_embeddings, score_matrix
+from mnm.models.regression import MLPRegression, fit_tfidf_ridge, section_texts
+from mnm.scoring import read_embeddings, score_matrix
+from mnm.trained import load_trained
+from mnm.training.loop import Recipe
 from test_train import make_inputs, run_fold
 
 
@@ -34,31 +36,43 @@ def test_neurocontext_loss_equals_hand_computed_info_nce():
     assert loss["loss"].item() == pytest.approx(numpy_symmetric_info_nce(10.0 * cosine), rel=1e-5)
     assert model.log_scalars()["logit_scale"] == pytest.approx(10.0)
     assert "log_logit_scale" in model.no_decay_parameter_names()
-    # The multiplier is clamped at the maximum even if the raw parameter overshoots.
+    # The stored multiplier is clamped at the maximum after a step (not inside forward).
     with torch.no_grad():
         model.log_logit_scale.fill_(10.0)
+    assert model.logit_scale.item() == pytest.approx(np.exp(10.0), rel=1e-5)
+    model.clamp_parameters()
     assert model.logit_scale.item() == pytest.approx(100.0)
 
 
-def test_heads_match_their_formulas():
+def test_blocks_match_their_formulas():
     torch.manual_seed(0)
-    head, projection = ResidualHead(5, dropout=0.0), ProjectionHead(3, 5, dropout=0.0)
-    x, z = torch.randn(4, 5), torch.randn(4, 3)
-    expected = torch.nn.functional.layer_norm(x + torch.nn.functional.gelu(head.fc(x)), (5,), head.layer_norm.weight, head.layer_norm.bias)
+    head = ResidualHead(5, dropout=0.0)
+    x = torch.randn(4, 5)
+    expected = torch.nn.functional.layer_norm(x + head.fc(torch.nn.functional.gelu(x)), (5,),
+                                              head.layer_norm.weight, head.layer_norm.bias)
     torch.testing.assert_close(head(x), expected)
-    p = projection.projection(z)
-    expected = torch.nn.functional.layer_norm(p + projection.fc(torch.nn.functional.gelu(p)), (5,), projection.layer_norm.weight, projection.layer_norm.bias)
-    torch.testing.assert_close(projection(z), expected)
+    encoder = make_encoder(3, 5, dropout=0.0)  # Linear + 3 residual blocks (NeuroConText)
+    z = torch.randn(4, 3)
+    hidden = encoder[0](z)
+    for block in encoder[1:]:
+        hidden = block(hidden)
+    torch.testing.assert_close(encoder(z), hidden)
+    assert [type(m).__name__ for m in encoder] == ["Linear", "ResidualHead", "ResidualHead", "ResidualHead"]
+    # MNM and NeuroConText share the encoder layout, so they differ only in heads and losses
+    from mnm.models.mnm import MNM
+
+    mnm, clip = MNM(3, 4, latent_dim=5, dropout=0.3), NeuroConText(3, 4, latent_dim=5, dropout=0.3)
+    assert str(mnm.text_encoder) == str(clip.text_encoder) and str(mnm.brain_encoder) == str(clip.brain_encoder)
 
 
 def test_correlation_scores_match_numpy_corrcoef():
     rng = np.random.default_rng(0)
     pred, true = rng.normal(size=(6, 9)), rng.normal(size=(8, 9))
     reference = np.corrcoef(np.vstack([pred, true]))[:6, 6:]
-    np.testing.assert_allclose(pearson_score_matrix(pred, true), reference, atol=1e-12)
-    torch_scores = pairwise_pearson(torch.tensor(pred), torch.tensor(true), eps=0.0).numpy()
+    np.testing.assert_allclose(score_matrix("correlation", pred, true), reference, atol=1e-12)
+    torch_scores = pairwise_pearson(torch.tensor(pred), torch.tensor(true)).numpy()
     np.testing.assert_allclose(torch_scores, reference, atol=1e-10)
-    constant = pearson_score_matrix(np.ones((1, 9)), true)
+    constant = score_matrix("correlation", np.ones((1, 9)), true)
     assert np.all(constant == 0.0)
     model = MLPRegression(9, 9)
     np.testing.assert_allclose(model.score(torch.tensor(pred), torch.tensor(true)).numpy(), reference, atol=1e-6)
@@ -84,7 +98,7 @@ def test_tfidf_ridge_recovers_planted_word_maps():
     texts = [" ".join(vocabulary[j] for j in c) + " study results" for c in chosen]
     brain = np.stack([term_maps[c].sum(axis=0) for c in chosen]) + 0.05 * rng.normal(size=(120, 20))
     model = fit_tfidf_ridge(texts[:80], brain[:80], alphas=[0.01, 0.1, 1.0], max_features=100)
-    scores = pearson_score_matrix(model.predict(texts[80:]), brain[80:])
+    scores = score_matrix("correlation", model.predict(texts[80:]), brain[80:])
     # Pairs sharing the same two terms are indistinguishable; require the true pair in the top 3.
     top3 = np.mean([i in np.argsort(-scores[i])[:3] for i in range(40)])
     assert top3 > 0.7
@@ -93,16 +107,16 @@ def test_tfidf_ridge_recovers_planted_word_maps():
 def test_tfidf_and_mlp_through_train_fold(tmp_path):
     paths, data = make_inputs(tmp_path, n=120)
     _, outputs = run_fold(tmp_path, paths, "tfidf", 0, {"alphas": [0.1, 1.0], "max_features": 50}, tag="tfidf")
-    trained = load_trained(outputs["out_model"])
-    ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    trained = load_trained(outputs[0]["model"])
+    ids, text, brain, meta = read_embeddings(outputs[0]["test_embeddings"])
     assert meta["kind"] == "correlation" and text.shape == brain.shape
     titles = pd.read_parquet(paths["articles_path"]).set_index("article_id").loc[ids, "title"].tolist()
     np.testing.assert_allclose(trained.embed_text(titles), text, atol=1e-5)
     np.testing.assert_allclose(trained.predict_brain(titles), text, atol=1e-5)
 
-    mlp_params = {"hidden_dim": 32, "dropout": 0.0, "epochs": 15, "batch_size": 16, "lr": 3e-3, "weight_decay": 0.0}
-    _, outputs = run_fold(tmp_path, paths, "mlp", 0, mlp_params, tag="mlp")
-    ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    recipe = Recipe(batch_size=16, max_epochs=15, lr=3e-3, weight_decay=0.0, patience=None)
+    _, outputs = run_fold(tmp_path, paths, "mlp", 0, {"hidden_dim": 32, "dropout": 0.0}, recipe, tag="mlp")
+    ids, text, brain, meta = read_embeddings(outputs[0]["test_embeddings"])
     scores = score_matrix(meta["kind"], text, brain)
     assert np.mean(scores.argmax(axis=1) == np.arange(len(ids))) > 5 / len(ids)  # chance 1 / n
     assert np.corrcoef(text.ravel(), brain.ravel())[0, 1] > 0.8

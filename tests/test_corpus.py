@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from nimare.utils import tal2mni
 
-import pubget
 from mnm import corpus
-from mnm.corpus import QCLog, clean_corpus, load_nimare_studyset, run_pubget
+from mnm.corpus import QCLog, clean_corpus, load_nimare_studyset
+from mnm.pubget_source import load_pubget_extracted, run_pubget
 
-from pmc_fixture import MNI_PEAKS, TAL_PEAKS, write_pmc_download
+from pmc_fixture import MNI_PEAKS, NO_ID_TABLE_PEAKS, TAL_PEAKS, write_pmc_download
 
 
 def _accounting_holds(qc: QCLog, level: str, kept: int) -> bool:
@@ -28,19 +25,20 @@ def pubget_tables(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("pubget")
     write_pmc_download(data_dir)
     qc = QCLog()
-    extracted = run_pubget(None, data_dir, qc, download=False)
-    raw_articles, raw_peaks = corpus.load_pubget_extracted(extracted)
+    extracted, _ = run_pubget(None, data_dir, qc, download_articles=False)
+    raw_articles, raw_peaks = load_pubget_extracted(extracted, qc)
     articles, peaks = clean_corpus(raw_articles, raw_peaks, qc)
     return data_dir, qc, articles, peaks
 
 
 def test_pubget_fixture_articles_row_by_row(pubget_tables):
     data_dir, qc, articles, _ = pubget_tables
-    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002"]
-    assert articles["pmcid"].tolist() == [1001, 1002]
-    assert articles["pmid"].tolist() == [9001, 9002]
-    assert articles["doi"].tolist() == ["10.1000/fixture.1001", "10.1000/fixture.1002"]
-    assert articles["year"].tolist() == [2019, 2020]
+    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002", "PMC1004"]
+    assert articles["pmcid"].tolist() == [1001, 1002, 1004]
+    assert articles["pmid"].tolist() == [9001, 9002, 9004]
+    assert articles["doi"].tolist() == ["10.1000/fixture.1001", "10.1000/fixture.1002",
+                                        "10.1000/fixture.1004"]
+    assert articles["year"].tolist() == [2019, 2020, 2024]
     assert articles.loc[0, "title"] == "Prefrontal cortex supports working memory updating"
     assert "n-back task" in articles.loc[0, "abstract"]
     assert "SPM12" in articles.loc[0, "body"]
@@ -55,7 +53,9 @@ def test_pubget_fixture_peaks_with_tal_converted(pubget_tables):
     tal = peaks[peaks.article_id == "PMC1002"][["x", "y", "z"]].to_numpy()
     np.testing.assert_allclose(tal, tal2mni(np.array(TAL_PEAKS)), rtol=0, atol=1e-9)
     assert not np.allclose(tal, np.array(TAL_PEAKS))  # the transform did something
-    assert (peaks["table_id"] == "tbl1").all()
+    no_id = peaks[peaks.article_id == "PMC1004"]
+    np.testing.assert_allclose(no_id[["x", "y", "z"]].to_numpy(), np.array(NO_ID_TABLE_PEAKS))
+    assert set(peaks["table_id"]) == {"tbl1", "Table 1"}  # a table without id: its label
     assert list(peaks.columns) == corpus.PEAK_COLUMNS
 
 
@@ -71,43 +71,18 @@ def test_pubget_fixture_qc(pubget_tables):
     assert no_peaks["count"].tolist() == [1]  # PMC1003 has no coordinate table
     tal = table[table.reason == "converted: TAL to MNI (Lancaster)"]
     assert tal["count"].tolist() == [2]
-    assert _accounting_holds(qc, "article", 2)
+    assert _accounting_holds(qc, "article", 3)
     assert _accounting_holds(qc, "peak", len(peaks))
-
-
-def test_pubget_download_path_incomplete_is_not_failure(tmp_path, monkeypatch, caplog):
-    """The online path: pubget's download (mocked, no network) -> extraction -> tables."""
-    secret = "not-a-real-key-123"
-    monkeypatch.setenv("NCBI_API_KEY", secret)
-    seen = {}
-
-    def fake_download(query, data_dir, n_docs=None, api_key=None):
-        seen.update(query=query, api_key=api_key, n_docs=n_docs)
-        return write_pmc_download(Path(data_dir)), pubget.ExitCode.INCOMPLETE
-
-    monkeypatch.setattr(pubget, "download_query_results", fake_download)
-    out = {k: tmp_path / f"{k}.parquet" for k in ("articles", "peaks", "qc")}
-    with caplog.at_level(logging.DEBUG):
-        articles, peaks, qc = corpus.build_corpus(
-            {"source": "pubget", "pubget": {"query": "fMRI", "n_docs": 3, "n_jobs": 1}},
-            out["articles"], out["peaks"], out["qc"], resources_dir=tmp_path,
-        )
-    assert seen == {"query": "fMRI", "api_key": secret, "n_docs": 3}
-    assert secret not in caplog.text
-    assert len(articles) == 2 and len(peaks) == 5
-    for path in out.values():
-        assert path.is_file() and secret not in path.read_bytes().decode("latin-1")
-    assert pd.read_parquet(out["qc"])["count"].sum() == qc["count"].sum()
 
 
 def test_pubget_dir_source(tmp_path):
     write_pmc_download(tmp_path / "pubget")
-    run_pubget(None, tmp_path / "pubget", QCLog(), download=False)
+    run_pubget(None, tmp_path / "pubget", QCLog(), download_articles=False)
     out = [tmp_path / f"{k}.parquet" for k in ("a", "p", "q")]
     articles, peaks, _ = corpus.build_corpus(
         {"source": "pubget_dir", "pubget_dir": str(tmp_path / "pubget")}, *out)
-    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002"]
-    assert len(peaks) == 5
+    assert articles["article_id"].tolist() == ["PMC1001", "PMC1002", "PMC1004"]
+    assert len(peaks) == 7
 
 
 def test_nimare_bundled_accounting():
@@ -122,9 +97,12 @@ def test_nimare_bundled_accounting():
     is_tal = (raw_peaks.space == "TAL").to_numpy()
     assert is_tal.sum() == 1159
     expected = tal2mni(raw_peaks.loc[is_tal, ["x", "y", "z"]].to_numpy())
-    merged = peaks.merge(raw_peaks[is_tal].assign(row=np.arange(is_tal.sum())),
-                         on=["article_id", "table_id"], suffixes=("", "_raw"))
-    assert len(merged) > 0
+    table = qc.to_frame()
+    converted_count = table[table.reason == "converted: TAL to MNI (Lancaster)"]["count"].sum()
+    assert converted_count == 1159  # every TAL peak converted and counted, none dropped for its space
+    # kept + dropped = input, reason by reason, at peak level (the exact counts of the landing note)
+    dropped = table[(table.level == "peak") & table.reason.str.startswith("dropped")]["count"].sum()
+    assert len(peaks) + dropped == 9492 and dropped == 66
     # every kept peak lies within the configured distance of the brain
     assert (corpus.distance_to_brain_mm(peaks[["x", "y", "z"]].to_numpy()) <= 10).all()
     converted = peaks[peaks.table_id.isin(raw_peaks.table_id[is_tal])][["x", "y", "z"]]
@@ -167,6 +145,18 @@ def test_clean_corpus_rules_and_accounting():
     assert kept_articles["article_id"].tolist() == ["a"]
     assert _accounting_holds(qc, "article", len(kept_articles))
     assert _accounting_holds(qc, "peak", len(kept_peaks))
+
+
+def test_clean_corpus_keeps_the_richest_duplicate():
+    articles, peaks = _toy_tables()
+    articles.loc[articles.article_id == "b", "body"] = "b has a body, a has none"
+    qc = QCLog()
+    kept_articles, kept_peaks = clean_corpus(articles, peaks, qc, unknown_space="drop")
+    assert kept_articles["article_id"].tolist() == ["b"]  # a (first, poorer) is dropped
+    assert kept_peaks["article_id"].tolist() == ["b"]
+    table = qc.to_frame().set_index(["level", "reason"])["count"]
+    assert table[("peak", "dropped: article duplicate article")] == 1  # a's peak
+    assert _accounting_holds(qc, "article", 1) and _accounting_holds(qc, "peak", 1)
 
 
 def test_clean_corpus_unknown_space_kept_as_mni():

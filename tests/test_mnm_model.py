@@ -44,15 +44,15 @@ def np_centroid_distance(xs, c):
     return math.acosh(math.sqrt(c) * mu0) / math.sqrt(c)
 
 
-def np_hier(xs, r, c):
+def np_hier(xs, r, c, normalisation="pairs", margin=0.0):
     x0 = np_time(xs, c)
-    terms = [
-        (r[i] - r[j]) * max(0.0, math.log(x0[i] / x0[j]))
-        for i in range(len(r))
-        for j in range(len(r))
-        if r[i] > r[j]
-    ]
-    return float(np.mean(terms)) if terms else 0.0
+    pairs = [(i, j) for i in range(len(r)) for j in range(len(r)) if r[i] > r[j]]
+    terms = [(r[i] - r[j]) * max(0.0, math.log(x0[i] / x0[j]) + margin) for i, j in pairs]
+    if not terms:
+        return 0.0
+    if normalisation == "pairs":
+        return float(np.mean(terms))
+    return float(np.sum(terms) / sum(r[i] - r[j] for i, j in pairs))
 
 
 TEXT = np.array([[0.9, 0.3, -0.2], [-0.4, 1.1, 0.5], [0.2, -0.7, 1.3]])
@@ -67,14 +67,37 @@ def tiny_model(variant="mnm", c=1.0, **kw):
 
 
 # ---- tests ---------------------------------------------------------------------------------------
-def test_encoders_map_onto_hyperboloid_with_scaled_exp_map():
-    model = tiny_model().eval()
+@pytest.mark.parametrize("head", ["free", "pinned"])
+def test_encoders_map_onto_hyperboloid_with_scaled_exp_map(head):
+    model = tiny_model(radius_head=head).eval()
     x = torch.randn(6, 5)
     emb = model.encode_text(x)
     assert emb.shape == (6, 3) and emb.dtype == torch.float32
-    tangent = model.text_encoder(x) * 3**-0.5  # alpha init = latent_dim ** -0.5
+    features = model.text_encoder(x)
+    if head == "free":
+        # the free head starts at the identity, then is a learned bias-free linear map
+        assert torch.equal(model.text_head.weight, torch.eye(3)) and model.text_head.bias is None
+        with torch.no_grad():
+            model.text_head.weight.mul_(2.0)
+        features = 2.0 * features
+        emb = model.encode_text(x)
+    tangent = features * 3**-0.5  # alpha init = latent_dim ** -0.5
     torch.testing.assert_close(L.log_map0(emb, 1.0), tangent, rtol=1e-4, atol=1e-5)
     assert model.encode_brain(torch.randn(6, 4)).shape == (6, 3)
+
+
+def test_pinned_head_puts_every_embedding_at_one_radius_and_free_head_does_not():
+    torch.manual_seed(1)
+    x = torch.randn(50, 5) * torch.linspace(0.1, 10, 50)[:, None]
+    pinned = tiny_model(radius_head="pinned").eval()
+    radius = L.distance0(pinned.encode_text(x), 1.0)
+    # LayerNorm output has norm sqrt(d) (unit weight, zero bias at init): one radius for all
+    assert float((radius.std() / radius.mean()).detach()) < 1e-3
+    free = tiny_model(radius_head="free").eval()
+    with torch.no_grad():
+        free.text_head.weight.copy_(torch.randn(3, 3))
+    radius = L.distance0(free.encode_text(x), 1.0)
+    assert float((radius.std() / radius.mean()).detach()) > 0.05
 
 
 @pytest.mark.parametrize("variant", ["mnm", "mnm_reverse"])
@@ -94,10 +117,14 @@ def test_score_is_minus_exterior_angle_with_the_right_apex(variant):
             assert score[i, j].item() == pytest.approx(-ref, abs=2e-3)
 
 
-@pytest.mark.parametrize("variant", ["mnm", "mnm_reverse", "mnm_no_hier"])
-def test_loss_terms_match_hand_computation(variant):
+@pytest.mark.parametrize("variant,centroid_form,hier_normalisation,margin", [
+    ("mnm", "abs", "pairs", 0.0), ("mnm_reverse", "abs", "gap", 0.1), ("mnm_no_hier", "squared", "pairs", 0.0),
+    ("mnm", "squared", "gap", 0.3),
+])
+def test_loss_terms_match_hand_computation(variant, centroid_form, hier_normalisation, margin):
     c = 0.8
-    model = tiny_model(variant, c=c, lambda_centroid=0.5, lambda_hier=30.0)
+    model = tiny_model(variant, c=c, lambda_centroid=0.5, lambda_hier=30.0, centroid_form=centroid_form,
+                       hier_normalisation=hier_normalisation, hier_margin=margin)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / 0.2))  # temperature 0.2
     out = model.loss(
@@ -116,9 +143,10 @@ def test_loss_terms_match_hand_computation(variant):
     logits = -angles / 0.2
     angle_ref = 0.5 * (np_cross_entropy_diag(logits) + np_cross_entropy_diag(logits.T))
     far, near = (BRAIN, TEXT) if reverse else (TEXT, BRAIN)
-    cent_ref = (np_centroid_distance(far, c) - 2.0) ** 2
-    cent_ref += (np_centroid_distance(near, c) - 0.5) ** 2
-    hier_ref = np_hier(BRAIN, N_ACTIVE, c)
+    power = 1 if centroid_form == "abs" else 2
+    cent_ref = abs(np_centroid_distance(far, c) - 2.0) ** power
+    cent_ref += abs(np_centroid_distance(near, c) - 0.5) ** power
+    hier_ref = np_hier(BRAIN, N_ACTIVE, c, hier_normalisation, margin)
     assert hier_ref > 0  # the planted case has a violated pair (R=7 sits farther out than R=2)
     lam_hier = 0.0 if variant == "mnm_no_hier" else 30.0
     assert out["angle"].item() == pytest.approx(angle_ref, rel=1e-3)
@@ -136,39 +164,57 @@ def test_hierarchy_loss_zero_cases_and_direction():
     tied = hierarchy_loss(emb, torch.tensor([3, 3]), 1.0)
     tied.backward()
     assert tied.item() == 0.0 and torch.isfinite(emb.grad).all()
-    # reversed order: (9 - 1) * log(x0_1 / x0_0)
+    # reversed order: (9 - 1) * log(x0_1 / x0_0), over 1 pair or over a gap of 8
     x0 = np.sqrt(1 + np.array([0.01, 4.0]))
     got = hierarchy_loss(emb.detach(), torch.tensor([1, 9]), 1.0).item()
     assert got == pytest.approx(8 * math.log(x0[1] / x0[0]), rel=1e-5)
+    got = hierarchy_loss(emb.detach(), torch.tensor([1, 9]), 1.0, normalisation="gap").item()
+    assert got == pytest.approx(math.log(x0[1] / x0[0]), rel=1e-5)
+    # a margin m makes a correctly ordered pair cost until the ratio exceeds e^m:
+    # R = (9, 1), x0 ratio x0_0 / x0_1 = sqrt(1.01 / 5) < 1: cost 8 * (log(x0_0 / x0_1) + m) when positive
+    m = 1.0
+    got = hierarchy_loss(emb.detach(), torch.tensor([9, 1]), 1.0, margin=m).item()
+    assert got == pytest.approx(8 * max(0.0, math.log(x0[0] / x0[1]) + m), rel=1e-5) and got > 0
+    with pytest.raises(ValueError, match="normalisation 'mean'"):
+        hierarchy_loss(emb, torch.tensor([1, 9]), 1.0, normalisation="mean")
 
 
-def test_scalars_clamps_and_no_decay_names():
-    model = MNM(text_dim=4, brain_dim=4, latent_dim=512)
+def test_scalars_clamped_on_stored_parameters_not_in_forward():
+    model = MNM(text_dim=4, brain_dim=4, latent_dim=512, curvature_init=2.0)
     scalars = model.log_scalars()
-    assert scalars["curvature"] == pytest.approx(1.0)
+    assert scalars["curvature"] == pytest.approx(2.0)
     assert scalars["temperature"] == pytest.approx(0.07)
     assert scalars["alpha_text"] == pytest.approx(512**-0.5) == scalars["alpha_brain"]
     names = dict(model.named_parameters())
-    assert model.no_decay_parameter_names() <= set(names)
     assert {"log_curvature", "logit_scale", "log_alpha_text", "log_alpha_brain"} == (
-        model.no_decay_parameter_names()
-    )
+        model.no_decay_parameter_names()) <= set(names)
     with torch.no_grad():
         model.log_curvature.fill_(5.0)
         model.logit_scale.fill_(9.0)
         model.log_alpha_text.fill_(2.0)
+    # forward uses the stored values as they are: the gradient is not cut at a bound
+    assert model.log_scalars()["curvature"] == pytest.approx(math.exp(5.0), rel=1e-5)
+    x = torch.randn(3, 4)
+    model.encode_text(x).sum().backward()
+    assert model.log_curvature.grad != 0 and model.log_alpha_text.grad != 0
+    model.clamp_parameters()  # what the trainer calls after each optimiser step
     scalars = model.log_scalars()
-    assert scalars["curvature"] == pytest.approx(10.0)
-    assert scalars["temperature"] == pytest.approx(0.01)
-    assert scalars["alpha_text"] == pytest.approx(1.0)
+    assert scalars["curvature"] == pytest.approx(20.0)  # 10 * curvature_init
+    assert scalars["temperature"] == pytest.approx(0.01)  # logit scale <= 100
+    assert scalars["alpha_text"] == pytest.approx(1.0)  # alpha <= 1
     with torch.no_grad():
         model.log_curvature.fill_(-5.0)
-    assert model.log_scalars()["curvature"] == pytest.approx(0.1)
+    model.clamp_parameters()
+    assert model.log_scalars()["curvature"] == pytest.approx(0.2)  # curvature_init / 10
 
 
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="variant 'mnm_sideways'"):
         MNM(4, 4, variant="mnm_sideways")
+    with pytest.raises(ValueError, match="radius_head 'loose'"):
+        MNM(4, 4, radius_head="loose")
+    with pytest.raises(ValueError, match="centroid_form 'cubic'"):
+        MNM(4, 4, centroid_form="cubic")
     model = tiny_model()
     with pytest.raises(ValueError, match="same n pairs"):
         model.loss(torch.zeros(3, 3), torch.zeros(2, 3), torch.zeros(3))
@@ -219,6 +265,7 @@ def fit(variant: str, steps: int = 80, seed: int = 0):
         out = model.loss(text_emb, brain_emb, n_active[train])
         out["loss"].backward()
         optimiser.step()
+        model.clamp_parameters()
     model.eval()
     with torch.no_grad():
         text_emb, brain_emb = model.encode_text(text[test]), model.encode_brain(brain[test])
@@ -226,9 +273,11 @@ def fit(variant: str, steps: int = 80, seed: int = 0):
         recall_at_1 = (scores.argmax(1) == torch.arange(128)).float().mean().item()
         c = model.curvature()
         x_time = L.time_component(brain_emb, c).numpy()
+        brain_radius = L.distance0(brain_emb, c)
         radii = {
             "text": L.distance0(text_emb, c).mean().item(),
-            "brain": L.distance0(brain_emb, c).mean().item(),
+            "brain": brain_radius.mean().item(),
+            "brain_cv": (brain_radius.std() / brain_radius.mean()).item(),
         }
     tau = kendalltau(x_time, n_active[test].numpy()).statistic
     return recall_at_1, tau, model.log_scalars(), radii

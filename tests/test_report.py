@@ -6,20 +6,23 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 from scipy import stats
 
-from mnm.io import vectors_to_arrow, write_parquet
-from mnm.report import figures, hierarchy, index, maps, retrieval
+from mnm.io import write_parquet
+from mnm.report import figures, hierarchy, index, map_eval, maps, poincare, retrieval
 
 MODELS = ["mnm", "mnm_no_hier", "neurocontext"]
 SECTIONS = ["title", "abstract"]
 N_FOLDS = 5
 
 
-def fold_dir(root, model, section, fold):
-    return Path(root) / "models" / model / "minilm" / section / "aicha" / f"fold-{fold}"
+N_REPEATS = 2
+
+
+def fold_dir(root, model, section, fold, repeat=0, atlas="aicha"):
+    base = Path(root) / "models" / model / "minilm" / section / atlas
+    return base / f"fold-{fold}" if fold == "all" else base / f"repeat-{repeat}" / f"fold-{fold}"
 
 
 def synthetic_per_fold(seed=0):
@@ -27,13 +30,15 @@ def synthetic_per_fold(seed=0):
     rows = []
     for model in MODELS:
         for section in SECTIONS:
-            for fold in range(N_FOLDS):
-                for direction in ("text_to_brain", "brain_to_text"):
-                    for metric, k in (("recall", 1), ("recall", 10), ("mix_and_match", 0)):
-                        rows.append((model, section, fold, direction, metric, k, rng.uniform(),
-                                     0.5 if metric == "mix_and_match" else k / 64))
-    return pd.DataFrame(rows, columns=["model", "section", "fold", "direction", "metric", "k",
-                                       "value", "chance"])
+            for repeat in range(N_REPEATS):
+                for fold in range(N_FOLDS):
+                    for direction in ("text_to_brain", "brain_to_text"):
+                        for metric, k in (("recall", 1), ("recall", 10), ("mix_and_match", 0)):
+                            chance = 0.5 if metric == "mix_and_match" else k / 64
+                            rows.append((model, section, "aicha", repeat, fold, direction, metric, k,
+                                         rng.uniform(), chance, chance + 0.01))
+    return pd.DataFrame(rows, columns=["model", "section", "atlas", "repeat", "fold", "direction", "metric", "k",
+                                       "value", "chance", "control"])
 
 
 def test_summarise_folds_matches_numpy():
@@ -46,7 +51,7 @@ def test_summarise_folds_matches_numpy():
                           & (per_fold.k == row.k)]["value"].to_numpy()
         assert row.mean == pytest.approx(np.mean(values))
         assert row.std == pytest.approx(np.std(values, ddof=1))
-        assert row.n_folds == N_FOLDS
+        assert row.n_folds == N_FOLDS * N_REPEATS
 
 
 def test_table1_markdown_bolds_column_best():
@@ -66,41 +71,69 @@ def test_table1_markdown_bolds_column_best():
     assert f"{100 * col['mean'].max():.1f}" in best_line
 
 
-def test_paired_comparison_matches_scipy_wilcoxon():
+def test_paired_comparison_corrected_interval_and_wilcoxon():
     per_fold = synthetic_per_fold(seed=1)
     comparison = retrieval.paired_comparison(per_fold, "mnm", "neurocontext")
     row = comparison.query("section == 'abstract' and direction == 'brain_to_text' "
                            "and metric == 'recall' and k == 10").iloc[0]
     select = ((per_fold.section == "abstract") & (per_fold.direction == "brain_to_text")
               & (per_fold.metric == "recall") & (per_fold.k == 10))
-    a = per_fold[select & (per_fold.model == "mnm")].sort_values("fold")["value"].to_numpy()
-    b = per_fold[select & (per_fold.model == "neurocontext")].sort_values("fold")["value"].to_numpy()
-    assert row.mean_difference == pytest.approx(np.mean(a - b))
+    a = per_fold[select & (per_fold.model == "mnm")].sort_values(["repeat", "fold"])["value"].to_numpy()
+    b = per_fold[select & (per_fold.model == "neurocontext")].sort_values(["repeat", "fold"])["value"].to_numpy()
+    d = a - b
+    assert row.n_pairs == N_FOLDS * N_REPEATS
+    assert row.mean_difference == pytest.approx(np.mean(d))
     assert row.wilcoxon_p == pytest.approx(stats.wilcoxon(a, b).pvalue)
-    assert row.min_p == pytest.approx(0.0625)
+    # Nadeau & Bengio: var = (1/J + n_test/n_train) s^2, n_test/n_train = 1/(k-1) for k folds
+    J = len(d)
+    se = np.sqrt((1 / J + 1 / (N_FOLDS - 1)) * np.var(d, ddof=1))
+    half = stats.t.ppf(0.975, J - 1) * se
+    assert (row.ci_low, row.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert row.t_p == pytest.approx(2 * stats.t.sf(abs(d.mean()) / se, J - 1))
+    # the corrected interval is wider than the naive t interval
+    naive = stats.t.ppf(0.975, J - 1) * np.std(d, ddof=1) / np.sqrt(J)
+    assert row.ci_high - row.ci_low > 2 * naive
+
+
+def test_fold_metrics_control_is_at_chance_and_model_above():
+    rng = np.random.default_rng(3)
+    n = 60
+    scores = rng.normal(size=(n, n)) + 3 * np.eye(n)  # a model that knows its pairs
+    frame = retrieval.fold_metrics(scores, [1, 10], n_permutations=50)
+    recall10 = frame.query("metric == 'recall' and k == 10 and direction == 'text_to_brain'").iloc[0]
+    assert recall10.value > 0.8 and recall10.chance == pytest.approx(10 / n)
+    assert recall10.control == pytest.approx(10 / n, abs=0.05)  # the shuffled pairing is at chance
+    mix = frame.query("metric == 'mix_and_match' and direction == 'brain_to_text'").iloc[0]
+    assert mix.control == pytest.approx(0.5, abs=0.03)
 
 
 def test_parse_fold_path():
-    keys = retrieval.parse_fold_path("results/models/mnm/minilm/title/aicha/fold-3/metrics.parquet")
+    keys = retrieval.parse_fold_path("results/models/mnm/minilm/title/aicha/repeat-2/fold-3/metrics.parquet")
     assert keys == {"model": "mnm", "encoder": "minilm", "section": "title", "atlas": "aicha",
-                    "fold": "3"}
+                    "repeat": "2", "fold": "3"}
+    keys = retrieval.parse_fold_path("results/models/mnm/minilm/title/aicha/fold-all/model.safetensors")
+    assert keys["fold"] == "all" and keys["repeat"] is None
     with pytest.raises(ValueError, match="per-fold path"):
         retrieval.parse_fold_path("results/metrics.parquet")
 
 
-def test_time_components_and_tau_against_numpy_scipy():
+def test_hierarchy_tau_and_top_k_differs_against_hand_values():
     rng = np.random.default_rng(0)
-    space = rng.normal(size=(40, 6))
-    c = 0.7
-    expected = np.sqrt(1 / c + (space ** 2).sum(axis=1))
-    np.testing.assert_allclose(hierarchy.time_components(space, c), expected, rtol=1e-12)
-    points = pd.DataFrame({"model": "mnm", "section": "title", "fold": np.repeat([0, 1], 20),
-                           "x0": expected, "n_active": rng.integers(0, 5, 40)})
+    radius = rng.uniform(0.1, 2, 40)
+    points = pd.DataFrame({"model": "mnm", "section": "title", "atlas": "aicha", "repeat": 0,
+                           "fold": np.repeat([0, 1], 20),
+                           "brain_radius": radius, "n_active": rng.integers(0, 5, 40)})
     table = hierarchy.hierarchy_table(points)
     pooled = table.query("fold == 'pooled'").iloc[0]
-    assert pooled.tau == pytest.approx(stats.kendalltau(expected, points.n_active).statistic)
-    fold0 = table.query("fold == '0'").iloc[0]
-    assert fold0.tau == pytest.approx(stats.kendalltau(expected[:20], points.n_active[:20]).statistic)
+    assert pooled.tau == pytest.approx(stats.kendalltau(radius, points.n_active).statistic)
+    fold0 = table.query("fold == 'r0f0'").iloc[0]
+    assert fold0.tau == pytest.approx(stats.kendalltau(radius[:20], points.n_active[:20]).statistic)
+    # top-10 differs: scores equal to cosine never differ; reversed scores always do (n > 20)
+    text, brain = rng.normal(size=(25, 4)), rng.normal(size=(25, 4))
+    cosine = (text / np.linalg.norm(text, axis=1, keepdims=True)) @ (
+        brain / np.linalg.norm(brain, axis=1, keepdims=True)).T
+    assert not hierarchy.top_k_differs(cosine, text, brain, 10).any()
+    assert hierarchy.top_k_differs(-cosine, text, brain, 10).all()
 
 
 def test_poincare_disk_keeps_distance_to_origin():
@@ -161,13 +194,10 @@ def test_parcel_route_paints_softmax_weights():
 
 
 def write_test_embeddings(path, ids, text, brain, n_active, kind, curvature):
-    n = len(ids)
-    write_parquet(pa.table({
-        "article_id": pa.array(ids, pa.string()), "text": vectors_to_arrow(text),
-        "brain": vectors_to_arrow(brain), "n_active": pa.array(n_active.astype(np.float32)),
-        "score_kind": pa.array([kind] * n), "curvature": pa.array([curvature] * n, pa.float64()),
-        "angle_apex": pa.array(["brain" if kind == "angle" else ""] * n),
-    }), path)
+    from mnm.scoring import write_embeddings
+
+    write_embeddings(path, ids, text, brain, n_active, kind, None if np.isnan(curvature) else curvature,
+                     "brain" if kind == "angle" else "")
 
 
 def test_report_build_on_synthetic_folds(tmp_path):
@@ -175,50 +205,54 @@ def test_report_build_on_synthetic_folds(tmp_path):
     n_articles, dim = 60, 8
     ids = np.array([f"a{i:03d}" for i in range(n_articles)])
     n_active = rng.integers(1, 20, n_articles)
-    write_parquet(pd.DataFrame({"article_id": ids, "n_active": n_active}),
-                  tmp_path / "coefficients.parquet")
+    write_parquet(pd.DataFrame({"article_id": ids, "n_active": n_active}), tmp_path / "coefficients.parquet")
     fold_of = np.arange(n_articles) % N_FOLDS
     metric_paths, test_paths = [], []
-    for model in MODELS:
+    for model, section, atlas in [(m, s, a) for m in MODELS for s in SECTIONS for a in ("aicha", "yeo7")]:
         kind = "cosine" if model == "neurocontext" else "angle"
-        for section in SECTIONS:
-            for fold in range(N_FOLDS):
-                rows = fold_of == fold
-                brain = rng.normal(size=(rows.sum(), dim)) / (1 + n_active[rows, None] / 5)
-                text = brain + rng.normal(scale=0.3, size=brain.shape)
-                if kind == "cosine":
-                    text /= np.linalg.norm(text, axis=1, keepdims=True)
-                    brain /= np.linalg.norm(brain, axis=1, keepdims=True)
-                folder = fold_dir(tmp_path, model, section, fold)
-                write_test_embeddings(folder / "test_embeddings.parquet", ids[rows], text, brain,
-                                      n_active[rows], kind, 1.0 if kind == "angle" else np.nan)
-                frame = retrieval.fold_metrics(folder / "test_embeddings.parquet",
-                                               folder / "metrics.parquet", [1, 5, 100])
-                assert set(frame["k"][frame.metric == "recall"]) == {1, 5}  # 12 candidates
-                metric_paths.append(folder / "metrics.parquet")
-                test_paths.append(folder / "test_embeddings.parquet")
+        for repeat in range(N_REPEATS):
+                for fold in range(N_FOLDS):
+                    rows = fold_of == fold
+                    brain = rng.normal(size=(rows.sum(), dim)) / (1 + n_active[rows, None] / 5)
+                    text = brain + rng.normal(scale=0.3, size=brain.shape)
+                    if kind == "cosine":
+                        text /= np.linalg.norm(text, axis=1, keepdims=True)
+                        brain /= np.linalg.norm(brain, axis=1, keepdims=True)
+                    folder = fold_dir(tmp_path, model, section, fold, repeat, atlas)
+                    write_test_embeddings(folder / "test_embeddings.parquet", ids[rows], text, brain,
+                                          n_active[rows], kind, 1.0 if kind == "angle" else np.nan)
+                    metric_paths.append(folder / "metrics.parquet")
+                    test_paths.append(folder / "test_embeddings.parquet")
     report = tmp_path / "report"
-    summary = retrieval.write_retrieval_report(
-        metric_paths, report / "retrieval.parquet", report / "retrieval.md",
-        report / "retrieval_comparison.parquet", models_order=MODELS)
+    summary = retrieval.evaluate_retrieval(
+        test_paths, metric_paths, report / "retrieval.parquet", report / "retrieval.md",
+        report / "retrieval_comparison.parquet", [1, 5, 100], models_order=MODELS)
+    assert set(pd.read_parquet(metric_paths[0])["k"]) == {0, 1, 5}  # K=100 > 12 candidates dropped
     assert (summary.query("metric == 'recall' and k == 1")["mean"] > 1 / 12).all()
+    comparison = pd.read_parquet(report / "retrieval_comparison.parquet")
+    assert set(zip(comparison["model"], comparison["baseline"])) == {("mnm", "neurocontext"), ("mnm", "mnm_no_hier")}
     figures.recall_bars(summary, report / "figures" / "recall.png", MODELS)
     table = hierarchy.write_hierarchy_report(
-        test_paths, tmp_path / "coefficients.parquet", report / "hierarchy.parquet",
-        report / "figures" / "hierarchy_x0_vs_n_active.png", report / "hierarchy_points.parquet")
+        test_paths, report / "hierarchy.parquet", report / "geometry.parquet", report / "hierarchy_points.parquet",
+        report / "figures" / "hierarchy.png", report / "figures" / "radii.png")
     assert set(table["model"]) == {"mnm", "mnm_no_hier"}  # the Euclidean model is skipped
+    assert set(table["atlas"]) == {"aicha", "yeo7"}
     assert (table.query("fold == 'pooled'")["tau"] < 0).all()  # built in: more active -> nearer
+    geometry = pd.read_parquet(report / "geometry.parquet")
+    assert set(geometry["modality"]) == {"brain", "text"} and (geometry["radius_cv"] > 0).all()
     (report / "map_prediction.md").write_text("# Map prediction\n\nnone\n")
-    figure_paths = [report / "figures" / "recall.png",
-                    report / "figures" / "hierarchy_x0_vs_n_active.png"]
+    figure_paths = [report / "figures" / name for name in ("recall.png", "hierarchy.png", "radii.png")]
     index.write_index(report / "index.md", report / "retrieval.md",
                       [report / "retrieval.parquet", report / "retrieval_comparison.parquet"],
-                      report / "hierarchy.parquet", report / "map_prediction.md", figure_paths)
+                      report / "hierarchy.parquet", report / "geometry.parquet", report / "map_prediction.md",
+                      figure_paths)
     page = (report / "index.md").read_text()
     for path in figure_paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{path.name}" in page
-    assert "](retrieval.parquet)" in page and "Wilcoxon" in page and "mnm_no_hier" in page
+    assert "](retrieval.parquet)" in page and "Nadeau" in page and "mnm_no_hier" in page
+    assert page.count("| shuffled pairs (control) |") == 2  # one Table 1 per atlas
+    assert "## Atlas aicha" in page and "## Atlas yeo7" in page
 
 
 def write_tiny_pipeline_outputs(root: Path, n_articles: int = 40, seed: int = 0):
@@ -230,7 +264,7 @@ def write_tiny_pipeline_outputs(root: Path, n_articles: int = 40, seed: int = 0)
     """
     from mnm.atlas import write_atlas
     from mnm.brain import BrainProjector
-    from mnm.folds import assign_folds
+    from mnm.folds import assign_repeated_folds
     from mnm.io import write_matrix
 
     rng = np.random.default_rng(seed)
@@ -260,38 +294,33 @@ def write_tiny_pipeline_outputs(root: Path, n_articles: int = 40, seed: int = 0)
                         "n_active": n_active})
     text = coefs @ rng.normal(size=(n_boxes, 10)) + 0.01 * rng.normal(size=(n_articles, 10))
     write_matrix(root / "text.parquet", ids, text)
-    write_parquet(assign_folds(ids, 2, seed), root / "folds.parquet")
+    write_parquet(assign_repeated_folds(ids, 2, 1, seed), root / "folds.parquet")
     write_parquet(pd.DataFrame({"article_id": ids, "title": ids, "abstract": ids}),
                   root / "articles.parquet")
     return atlas_dir
 
 
 def test_map_prediction_and_poincare_with_trained_models(tmp_path):
-    from mnm.train import train_fold
+    from mnm.train import OUTPUT_FILES, train_fold
+    from mnm.training.loop import Recipe
 
     atlas_dir = write_tiny_pipeline_outputs(tmp_path)
-    tiny = {
-        "mnm": {"latent_dim": 8, "epochs": 3, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.05,
-                "lambda_centroid": 0.5, "lambda_hier": 30.0, "target_text": 2.0,
-                "target_brain": 0.5, "curvature_init": 1.0, "dropout": 0.0},
-        "ridge": {"alphas": [1.0, 10.0]},
-    }
+    tiny = {"mnm": {"latent_dim": 8, "dropout": 0.0, "lambda_hier": 30.0}, "ridge": {"alphas": [1.0, 10.0]}}
+    recipe = Recipe(batch_size=32, max_epochs=3, lr=1e-3, patience=None)
     model_paths, test_paths = [], []
     for model, params in tiny.items():
         for fold in (["0", "all"] if model == "mnm" else ["0", "1"]):
             folder = fold_dir(tmp_path, model, "title", fold)
+            outputs = {0: {key: folder / name for key, name in OUTPUT_FILES.items()}}
             train_fold(model, tmp_path / "text.parquet", tmp_path / "coefficients.parquet",
                        tmp_path / "folds.parquet", tmp_path / "articles.parquet", "title", fold,
-                       dict(params), out_model=folder / "model.pt",
-                       out_history=folder / "history.parquet",
-                       out_test_embeddings=folder / "test_embeddings.parquet", device="cpu",
-                       encoder="minilm", atlas="aicha")
+                       dict(params), recipe, outputs, device="cpu", encoder="minilm", atlas="aicha")
             if fold != "all":
-                model_paths.append(folder / "model.pt")
-                test_paths.append(folder / "test_embeddings.parquet")
+                model_paths.append(outputs[0]["model"])
+                test_paths.append(outputs[0]["test_embeddings"])
     report = tmp_path / "report"
     examples = [report / "figures" / "map_example_0.png"]
-    summary = maps.evaluate_map_prediction(
+    summary = map_eval.evaluate_map_prediction(
         model_paths, test_paths, atlas_dir, tmp_path / "peaks.parquet",
         {"title": tmp_path / "text.parquet"}, tmp_path / "articles.parquet",
         report / "map_dice.parquet", report / "map_prediction.parquet",
@@ -300,24 +329,59 @@ def test_map_prediction_and_poincare_with_trained_models(tmp_path):
     dice = pd.read_parquet(report / "map_dice.parquet")
     assert set(dice["route"]) == {"parcel", "decoder"}
     assert set(dice["level"]) == {"level_1", "level_2", "atlas"}
+    assert set(dice["kind"]) == {"model", "shuffled articles", "random map"}
     assert dice["dice"].between(0, 1).all()
-    assert len(dice) == 3 * 5 * 3 * 3  # model-folds x articles x (2 levels + decoder) x fractions
+    # model-folds x articles x (2 levels + decoder) x fractions, for the model and each control
+    assert (dice["kind"] == "model").sum() == 3 * 5 * 3 * 3 and len(dice) == 3 * len(dice[dice.kind == "model"])
     # the summary's AUC equals the trapezoid of each article's curve, averaged
-    one = dice[(dice.model == "ridge") & (dice.route == "decoder")]
+    one = dice[(dice.model == "ridge") & (dice.route == "decoder") & (dice.kind == "model")]
     areas = one.groupby(["fold", "article_id"]).apply(
         lambda g: np.trapezoid(g.sort_values("fraction")["dice"], np.sort(g["fraction"])),
         include_groups=False)
-    row = summary[(summary.model == "ridge") & (summary.route == "decoder")].iloc[0]
+    row = summary[(summary.model == "ridge") & (summary.route == "decoder") & (summary.kind == "model")].iloc[0]
     assert row.dice_auc_mean == pytest.approx(areas.mean())
-    # the decoder reproduces the planted text -> peaks relation better than a constant map
-    assert row.dice_auc_mean > 0.5 * 0.2 * 0.3
+    # the decoder reproduces the planted text -> peaks relation: it beats both chance controls
+    for kind in ("shuffled articles", "random map"):
+        control = summary[(summary.model == "ridge") & (summary.route == "decoder") & (summary.kind == kind)]
+        assert row.dice_auc_mean > control["dice_auc_mean"].iloc[0] + 0.01, kind
+    # a random map's expected Dice is the top fraction itself: AUC = integral of f over [0.1, 0.3]
+    random = summary[(summary.kind == "random map")]["dice_auc_mean"]
+    assert random.mean() == pytest.approx(0.5 * (0.3**2 - 0.1**2), rel=0.25)
     for path in examples:
         assert path.read_bytes()[:4] == b"\x89PNG"
     assert any((report / "maps").glob("*.nii.gz"))
+    assert "shuffled articles" in (report / "map_prediction.md").read_text()
     figure = report / "figures" / "poincare_disk.png"
-    maps.write_poincare_figure(fold_dir(tmp_path, "mnm", "title", "all") / "model.pt", atlas_dir,
-                               figure, fwhm_mm=6.0)
+    poincare.write_poincare_figure({"mnm": fold_dir(tmp_path, "mnm", "title", "all") / "model.safetensors"},
+                               atlas_dir, tmp_path / "coefficients.parquet", figure, fwhm_mm=6.0)
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tradeoff_selection_uses_validation_only():
+    from mnm.report.tradeoff import select_point, tradeoff_markdown
+
+    rows = []
+    for head in ("free", "pinned"):
+        for lam, val_recall, val_tau, test_recall in ((0.0, 0.40, 0.1, 0.40), (1.0, 0.35, -0.6, 0.20),
+                                                      (3.0, 0.30, -0.8, 0.50), (10.0, 0.35, -0.9, 0.10)):
+            for fold in range(2):
+                rows.append({"head": head, "lambda_hier": lam, "fold": fold, "test_recall_at_10": test_recall,
+                             "test_tau": val_tau, "test_brain_radius_cv": 0.1, "test_top10_differs": 0.5,
+                             "val_mean_recall": val_recall + (0.2 if head == "pinned" else 0), "val_tau": val_tau})
+    points = pd.DataFrame(rows)
+    # qualifying free points: 1 (0.35), 3 (0.30), 10 (0.35): best validation recall, tie -> smaller lambda;
+    # the test column (which would prefer 3) is never looked at
+    assert select_point(points, -0.5, "val_mean_recall") == {"lambda_hier": 1.0, "val_metric": pytest.approx(0.35),
+                                                            "val_tau": pytest.approx(-0.6)}
+    assert select_point(points, -0.95, "val_mean_recall") is None
+    summary = points.groupby(["head", "lambda_hier"]).agg(
+        recall_mean=("test_recall_at_10", "mean"), recall_std=("test_recall_at_10", "std"),
+        tau_mean=("test_tau", "mean"), tau_std=("test_tau", "std"), cv_mean=("test_brain_radius_cv", "mean"),
+        differs_mean=("test_top10_differs", "mean"), val_tau_mean=("val_tau", "mean")).reset_index()
+    selection = pd.DataFrame([{"fold": "all folds (mean)", "lambda_hier": 1.0, "val_metric": 0.35, "val_tau": -0.6},
+                              {"fold": "0", "lambda_hier": 1.0, "val_metric": 0.35, "val_tau": -0.6}])
+    text = tradeoff_markdown(summary, selection, {"mean": 0.3, "std": 0.05}, 30.0, -0.5, "val_mean_recall")
+    assert "picks lambda_hier = 1" in text and "the rule would pick 1" in text
 
 
 def test_parcel_vectors_through_the_projector_match_hand_values():

@@ -19,6 +19,7 @@ import torch
 from mnm.io import read_matrix, read_parquet, write_parquet
 from mnm.text import Encoder, embed_shard, gather_embeddings, section_texts, shard_of
 from mnm.text.encoder import MAX_DEFAULT_WINDOW, default_window, package_model_dir, plan_batches, split_windows
+from mnm.text.cache import EmbeddingCache
 from mnm.text.shards import REASON_EMPTY
 
 WORDS = (
@@ -243,35 +244,59 @@ def run_shards(articles, tmp_path, cfg, section="abstract", n_shards=2, **kw):
     return out
 
 
+def cached_count(tmp_path, cfg) -> int:
+    """Texts flushed to the cache so far."""
+    encoder = Encoder.from_config(cfg, device="cpu")
+    cache = EmbeddingCache(tmp_path / "cache", encoder.fingerprint)
+    return sum(len(pd.read_parquet(path)) for path in cache.chunk_files())
+
+
 def test_resume_after_kill_embeds_only_missing(tmp_path, monkeypatch, mistral_cfg):
     articles = corpus(tmp_path, n=12)
     ids = read_parquet(articles)["article_id"].tolist()
     in_shard0 = [a for a in ids if shard_of(a, 2) == 0]
     assert 4 < len(in_shard0) < 12  # both shards non-trivial for this corpus
+    cfg = {**mistral_cfg, "batch_tokens": 1}  # one text per forward batch
 
-    killed = CountingEncoder(monkeypatch, fail_after=2)  # dies during the third chunk of 2
+    killed = CountingEncoder(monkeypatch, fail_after=3)  # dies in the fourth forward batch
     shard0 = tmp_path / "text" / "abstract" / "shards" / "shard-0.parquet"
     with pytest.raises(SimulatedKill):
-        embed_shard(articles, shard0, encoder_cfg=mistral_cfg, section="abstract", shard=0, n_shards=2,
-                    cache_dir=tmp_path / "cache", device="cpu", checkpoint_every=2)
-    assert not shard0.exists() and killed.texts == 4
+        embed_shard(articles, shard0, encoder_cfg=cfg, section="abstract", shard=0, n_shards=2,
+                    cache_dir=tmp_path / "cache", device="cpu", checkpoint_every=2, checkpoint_seconds=1e9)
+    assert not shard0.exists() and killed.texts == 3
+    assert cached_count(tmp_path, cfg) == 2  # flushed after 2 texts; the third is lost
 
     rerun = CountingEncoder(monkeypatch)
-    out = run_shards(articles, tmp_path, mistral_cfg)
-    assert rerun.texts == 12 - 4  # only what the killed job had not flushed
+    out = run_shards(articles, tmp_path, cfg)
+    assert rerun.texts == 12 - 2  # only what the killed job had not flushed
     got_ids, got = read_matrix(out / "embeddings.parquet")
     assert got_ids.tolist() == ids  # corpus order, no duplicate, none missing
     texts = read_parquet(articles)["abstract"].tolist()
-    np.testing.assert_allclose(got, Encoder.from_config(mistral_cfg, device="cpu").embed(texts), atol=1e-6)
+    np.testing.assert_allclose(got, Encoder.from_config(cfg, device="cpu").embed(texts), atol=1e-6)
 
     again = CountingEncoder(monkeypatch)
-    run_shards(articles, tmp_path, mistral_cfg)
+    run_shards(articles, tmp_path, cfg)
     assert again.texts == 0  # everything cached
 
     more = corpus(tmp_path, n=15)  # three new articles
     added = CountingEncoder(monkeypatch)
-    run_shards(more, tmp_path, mistral_cfg)
+    run_shards(more, tmp_path, cfg)
     assert added.texts == 3
+
+
+def test_cache_is_flushed_by_time_even_before_the_count(tmp_path, monkeypatch, mistral_cfg):
+    import mnm.text.shards as shards
+
+    articles = corpus(tmp_path, n=12)
+    cfg = {**mistral_cfg, "batch_tokens": 1}
+    clock = iter(range(0, 10_000, 40))  # every batch ends 40 s after the previous one
+    monkeypatch.setattr(shards.time, "monotonic", lambda: float(next(clock)))
+    CountingEncoder(monkeypatch, fail_after=3)
+    with pytest.raises(SimulatedKill):
+        embed_shard(articles, tmp_path / "shard-0.parquet", encoder_cfg=cfg, section="abstract", shard=0,
+                    n_shards=2, cache_dir=tmp_path / "cache", device="cpu", checkpoint_every=1000,
+                    checkpoint_seconds=30)
+    assert cached_count(tmp_path, cfg) == 3  # each of the three finished batches was flushed
 
 
 def test_window_change_invalidates_cache(tmp_path, monkeypatch, mistral_cfg):

@@ -1,10 +1,9 @@
-"""Tests of mnm.folds and the per-fold training harness mnm.train (tiny synthetic inputs)."""
+"""Folds, the per-fold training harness and the shared torch recipe (tiny synthetic inputs)."""
 
 from __future__ import annotations
 
+import math
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +11,22 @@ import pandas as pd
 import pytest
 import torch
 
-from mnm.folds import assign_folds, validation_split
+from mnm.checkpoint import load_checkpoint
+from mnm.folds import assign_folds, assign_repeated_folds, validation_split
 from mnm.io import read_parquet, write_matrix, write_parquet
-from mnm.train import (
-    exterior_angle_matrix,
-    load_trained,
-    read_test_embeddings,
-    score_matrix,
-    split_fold,
-    train_fold,
-    validation_recalls,
-)
+from mnm.scoring import read_embeddings, score_matrix
+from mnm.train import OUTPUT_FILES, recipe_of, train_fold
+from mnm.trained import Standardizer, load_trained
+from mnm.training.data import split_fold
+from mnm.training.loop import Recipe, validation_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_NEUROCONTEXT = {
-    "latent_dim": 16, "dropout": 0.0, "logit_scale_init": 10.0,
-    "epochs": 6, "batch_size": 32, "lr": 3e-3, "weight_decay": 0.01,
-}  # fmt: skip
+TINY = {"latent_dim": 16, "dropout": 0.0}
+TINY_RECIPE = Recipe(batch_size=32, max_epochs=6, lr=3e-3, weight_decay=0.01, warmup_epochs=1, patience=None)
 
 
-def make_inputs(root: Path, n: int = 120, text_dim: int = 12, brain_dim: int = 10, n_folds: int = 3, seed: int = 0):
+def make_inputs(root: Path, n: int = 120, text_dim: int = 12, brain_dim: int = 10, n_folds: int = 3,
+                n_repeats: int = 2, seed: int = 0):
     """Write synthetic folds/brain/text/articles Parquets with a planted text -> brain relation.
 
     brain = text @ W + small noise, so a model can recover each pair; text ids are shuffled
@@ -55,24 +50,27 @@ def make_inputs(root: Path, n: int = 120, text_dim: int = 12, brain_dim: int = 1
         paths["brain_path"], ids + ["only_brain"], np.vstack([brain, brain[:1]]), column="coefficients",
         extra={"n_peaks": np.append(n_active + 1, 1), "n_active": np.append(n_active, 0)},
     )  # fmt: skip
-    write_parquet(assign_folds(ids, n_folds, seed), paths["folds_path"])
+    write_parquet(assign_repeated_folds(ids, n_folds, n_repeats, seed), paths["folds_path"])
     words = np.array(["memory", "motor", "visual", "language", "reward", "pain", "face", "auditory"])
     titles = [" ".join(words[np.argsort(-row)[:3]]) for row in text[:, : len(words)]]
-    write_parquet(pd.DataFrame({"article_id": ids, "title": titles, "abstract": titles, "body": titles}), paths["articles_path"])
+    write_parquet(pd.DataFrame({"article_id": ids, "title": titles, "abstract": titles, "body": titles}),
+                  paths["articles_path"])
     return paths, {"ids": np.array(ids), "text": text, "brain": brain, "n_active": n_active}
 
 
-def run_fold(root: Path, paths: dict, model: str, fold, params: dict, seed: int = 0, tag: str = "run"):
-    out = root / tag
-    outputs = {
-        "out_model": out / "model.pt",
-        "out_history": out / "history.parquet",
-        "out_test_embeddings": out / "test_embeddings.parquet",
-    }
-    summary = train_fold(
-        model, section="title", fold=fold, params=params, seed=seed, device="cpu", threads=1, **paths, **outputs
-    )
+def run_fold(root: Path, paths: dict, model: str, fold, params: dict, recipe: Recipe = TINY_RECIPE,
+             repeats=(0,), seed: int = 0, tag: str = "run"):
+    """Train through :func:`mnm.train.train_fold`; return its summaries and output paths."""
+    outputs = {r: {key: root / tag / f"repeat-{r}" / name for key, name in OUTPUT_FILES.items()}
+               for r in repeats}
+    summary = train_fold(model, section="title", fold=fold, params=params, recipe=recipe, outputs=outputs,
+                         seed=seed, device="cpu", threads=1, **paths)
     return summary, outputs
+
+
+def rows_of(ids, data) -> list[int]:
+    index = {a: i for i, a in enumerate(data["ids"])}
+    return [index[a] for a in ids]
 
 
 # ----------------------------------------------------------------------------- folds
@@ -88,6 +86,18 @@ def test_assign_folds_balanced_deterministic_and_order_free():
         assign_folds(["a", "a", "b"], 2)
 
 
+def test_repeated_folds_repartition_each_repeat():
+    ids = [f"id{i}" for i in range(60)]
+    table = assign_repeated_folds(ids, 4, n_repeats=3, seed=7)
+    assert list(table.columns) == ["article_id", "repeat", "fold"] and len(table) == 180
+    by_repeat = {r: part.set_index("article_id")["fold"] for r, part in table.groupby("repeat")}
+    # repeat r is the plain assignment of seed + r: repeat 0 equals assign_folds(seed)
+    for r in range(3):
+        expected = assign_folds(ids, 4, seed=7 + r).set_index("article_id")["fold"]
+        pd.testing.assert_series_equal(by_repeat[r], expected, check_names=False)
+    assert not by_repeat[0].equals(by_repeat[1])
+
+
 def test_validation_split_disjoint_deterministic_and_sized():
     ids = [f"id{i}" for i in range(50)]
     fit, val = validation_split(ids, 0.1, seed=1)
@@ -101,54 +111,52 @@ def test_split_fold_validation_never_touches_test_fold():
     ids = np.array([f"id{i}" for i in range(60)])
     folds = assign_folds(ids, 4, seed=0)["fold"].to_numpy()
     for fold in range(4):
-        fit, val, test = split_fold(ids, folds, fold, 0.2, seed=0)
-        assert set(test) == set(np.flatnonzero(folds == fold))
-        assert set(val).isdisjoint(test) and set(fit).isdisjoint(test) and set(fit).isdisjoint(val)
-        assert len(fit) + len(val) + len(test) == 60
-    fit, val, test = split_fold(ids, folds, "all", 0.2, seed=0)
-    assert len(test) == 60 and len(fit) + len(val) == 60
+        split = split_fold(ids, folds, fold, 0.2, seed=0)
+        assert set(split.test) == set(np.flatnonzero(folds == fold))
+        assert set(split.validation).isdisjoint(split.test) and set(split.fit).isdisjoint(split.test)
+        assert set(split.fit).isdisjoint(split.validation)
+        assert len(split.fit) + len(split.validation) + len(split.test) == 60
+    split = split_fold(ids, folds, "all", 0.2, seed=0)
+    assert len(split.test) == 60 and len(split.fit) + len(split.validation) == 60
     with pytest.raises(ValueError, match="fold 9"):
         split_fold(ids, folds, 9, 0.2, seed=0)
 
 
 # ----------------------------------------------------------------------------- scoring
-def test_validation_recalls_match_loop_and_ties_are_pessimistic():
+def test_validation_metrics_match_loop_and_ties_are_pessimistic():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(30, 30))
     expected = np.mean([np.sum(scores[i] >= scores[i, i]) <= 10 for i in range(30)])
-    assert validation_recalls(scores)["val_recall_at_10_t2b"] == pytest.approx(expected)
+    assert validation_metrics(scores)["val_recall_at_10_t2b"] == pytest.approx(expected)
     expected_b2t = np.mean([np.sum(scores[:, j] >= scores[j, j]) <= 1 for j in range(30)])
-    assert validation_recalls(scores)["val_recall_at_1_b2t"] == pytest.approx(expected_b2t)
-    collapsed = validation_recalls(np.zeros((30, 30)))
-    assert collapsed["val_mean_recall"] == 0.0
+    assert validation_metrics(scores)["val_recall_at_1_b2t"] == pytest.approx(expected_b2t)
+    mix = np.mean([np.mean(np.delete(scores[i] < scores[i, i], i)) for i in range(30)])
+    mix_b2t = np.mean([np.mean(np.delete(scores[:, j] < scores[j, j], j)) for j in range(30)])
+    assert validation_metrics(scores)["val_mix_and_match"] == pytest.approx((mix + mix_b2t) / 2)
+    collapsed = validation_metrics(np.zeros((30, 30)))
+    assert collapsed["val_mean_recall"] == 0.0 and collapsed["val_mix_and_match"] == 0.5
 
 
-def test_exterior_angle_matches_hand_worked_case():
-    # c = 1, apex x = (sinh 1, 0): the origin lies at angle pi "behind" x; a point further
-    # out on the same ray is at exterior angle 0, and the origin-side point at angle pi.
+def test_angle_score_matches_hand_worked_case():
+    # c = 1, apex x = (sinh 1, 0): a point further out on the same ray is at exterior angle 0,
+    # the origin-side point at angle pi; score = -angle, brain point = apex.
     x = np.array([[np.sinh(1.0), 0.0]])
     further = np.array([[np.sinh(2.0), 0.0]])
     closer = np.array([[np.sinh(0.5), 0.0]])
-    assert exterior_angle_matrix(x, further, 1.0)[0, 0] == pytest.approx(0.0, abs=1e-3)
-    assert exterior_angle_matrix(x, closer, 1.0)[0, 0] == pytest.approx(np.pi, abs=1e-3)
-    # Orthogonal direction: angle strictly between 0 and pi, independent of scale of c=1 check
-    # against a direct hyperbolic law of cosines computation on the triangle (O, x, y).
+    assert score_matrix("angle", further, x, 1.0)[0, 0] == pytest.approx(0.0, abs=1e-3)
+    assert score_matrix("angle", closer, x, 1.0)[0, 0] == pytest.approx(-np.pi, abs=1e-3)
+    # Perpendicular rays: by the hyperbolic law of cosines on the triangle (O, x, y).
     y = np.array([[0.0, np.sinh(1.0)]])
-    a, b = 1.0, 1.0  # d(O, x), d(O, y)
-    d_xy = np.arccosh(np.cosh(1.0) ** 2)  # perpendicular rays: cosh d = cosh a cosh b
-    interior = np.arccos((np.cosh(a) * np.cosh(d_xy) - np.cosh(b)) / (np.sinh(a) * np.sinh(d_xy)))
-    assert exterior_angle_matrix(x, y, 1.0)[0, 0] == pytest.approx(np.pi - interior, abs=1e-6)
+    d_xy = np.arccosh(np.cosh(1.0) ** 2)  # cosh d = cosh a cosh b for perpendicular legs
+    interior = np.arccos((np.cosh(1.0) * np.cosh(d_xy) - np.cosh(1.0)) / (np.sinh(1.0) * np.sinh(d_xy)))
+    assert score_matrix("angle", y, x, 1.0)[0, 0] == pytest.approx(-(np.pi - interior), abs=1e-6)
+    # apex "text" measures the angle at the text point instead
+    assert score_matrix("angle", x, further, 1.0, angle_apex="text")[0, 0] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_score_matrix_angle_matches_mnm_model_and_kinds():
-    lorentz = pytest.importorskip("mnm.lorentz")
+def test_cosine_and_correlation_scores():
     rng = np.random.default_rng(1)
-    text, brain = rng.normal(size=(5, 4)), 0.3 * rng.normal(size=(6, 4))
-    c = 0.7
-    expected = -lorentz.pairwise_exterior_angle(
-        torch.tensor(brain), torch.tensor(text), torch.tensor(c, dtype=torch.float64)
-    ).T.numpy()
-    np.testing.assert_allclose(score_matrix("angle", text, brain, curvature=c), expected, atol=1e-4)  # eps clamps differ
+    text, brain = rng.normal(size=(5, 4)), rng.normal(size=(6, 4))
     np.testing.assert_allclose(score_matrix("cosine", text, brain), text @ brain.T)
     corr = np.corrcoef(np.vstack([text, brain]))[:5, 5:]
     np.testing.assert_allclose(score_matrix("correlation", text, brain), corr, atol=1e-12)
@@ -156,106 +164,164 @@ def test_score_matrix_angle_matches_mnm_model_and_kinds():
         score_matrix("angle", text, brain)
 
 
-# ----------------------------------------------------------------------------- training
-def test_scaler_is_fitted_on_fit_split_only(tmp_path):
+def test_standardizer_matches_scikit_learn():
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(40, 5)) * [1, 10, 0.1, 3, 1] + 7
+    X[:, 4] = 2.0  # a constant feature is left unscaled, as scikit-learn does
+    ours = Standardizer.fit(X)
+    reference = StandardScaler().fit(X)
+    np.testing.assert_allclose(ours.mean, reference.mean_)
+    np.testing.assert_allclose(ours.scale, reference.scale_)
+    np.testing.assert_allclose(ours.transform(X), reference.transform(X), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- recipe
+def test_recipe_overrides_and_unknown_keys():
+    models = {"training": {"batch_size": 16, "lr": 1e-3}, "mlp": {"training": {"lr": 1e-2, "batch_size": None}}}
+    assert recipe_of(models, "mlp") == Recipe(batch_size=16, lr=1e-2)
+    assert recipe_of({"training": {}, "mnm": {}}, "mnm_reverse") == Recipe()
+    with pytest.raises(KeyError, match="epochs"):
+        Recipe.from_config({"epochs": 3})
+    with pytest.raises(ValueError, match="schedule"):
+        Recipe.from_config({"schedule": "step"})
+
+
+def test_learning_rate_follows_warmup_then_cosine(tmp_path):
+    paths, _ = make_inputs(tmp_path, n=90)
+    recipe = Recipe(batch_size=20, max_epochs=8, lr=1e-2, warmup_epochs=2, patience=None)
+    _, outputs = run_fold(tmp_path, paths, "mlp", 0, {"hidden_dim": 8}, recipe)
+    history = read_parquet(outputs[0]["history"]).set_index("epoch")
+    # 60 training articles - 6 validation = 54 fit pairs: batches of 20, 20, 14 = 3 steps an epoch
+    steps_per_epoch, total = 3, 24
+    warmup = 2 * steps_per_epoch
+    assert history.loc[8, "step"] == total
+    for epoch in range(1, 9):
+        step = epoch * steps_per_epoch  # the learning rate after this many scheduler steps
+        if step < warmup:  # linear ramp from lr / (warmup + 1) to lr
+            expected = 1e-2 * ((1 / (warmup + 1)) + step * (1 - 1 / (warmup + 1)) / warmup)
+        else:
+            expected = 1e-2 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        assert history.loc[epoch, "lr"] == pytest.approx(expected, rel=1e-6, abs=1e-12), epoch
+
+
+def test_early_stopping_after_patience_and_best_state_restored(tmp_path):
+    paths, data = make_inputs(tmp_path)
+    recipe = Recipe(batch_size=32, max_epochs=200, lr=3e-3, weight_decay=0.01, patience=3)
+    _, first = run_fold(tmp_path, paths, "neurocontext", 0, TINY, recipe, tag="first")
+    _, second = run_fold(tmp_path, paths, "neurocontext", 0, TINY, recipe, tag="second")
+    history = read_parquet(first[0]["history"])
+    pd.testing.assert_frame_equal(history, read_parquet(second[0]["history"]))  # deterministic
+    best = int(history.loc[history["val_mean_recall"].idxmax(), "epoch"])  # idxmax = first maximum
+    assert history.loc[history["is_best"], "epoch"].tolist() == [best]
+    assert history["epoch"].max() == best + 3 < 200  # stopped 3 epochs after the best one
+    assert {"step", "lr", "train_loss", "train_info_nce", "logit_scale", "val_recall_at_1_t2b",
+            "val_mix_and_match"} <= set(history.columns)
+    trained = load_trained(first[0]["model"])
+    assert trained.metadata["best_epoch"] == best
+    # The saved state is the best epoch's: its validation recall is that epoch's value.
+    rows = rows_of(trained.metadata["validation_ids"], data)
+    scores = trained.score(trained.embed_text(data["text"][rows]), trained.embed_brain(data["brain"][rows]))
+    assert validation_metrics(scores)["val_mean_recall"] == pytest.approx(
+        history.loc[history["epoch"] == best, "val_mean_recall"].item())
+
+
+def test_stored_scalars_stay_in_bounds_during_training(tmp_path):
+    paths, _ = make_inputs(tmp_path, n=90)
+    recipe = Recipe(batch_size=32, max_epochs=10, lr=0.5, warmup_epochs=0, schedule="constant", patience=None)
+    _, outputs = run_fold(tmp_path, paths, "mnm", 0, {**TINY, "curvature_init": 1.0}, recipe)
+    history = read_parquet(outputs[0]["history"])
+    assert history["curvature"].between(0.1 - 1e-6, 10 + 1e-6).all()
+    assert (history["alpha_text"] <= 1 + 1e-6).all() and (history["temperature"] >= 0.01 - 1e-8).all()
+
+
+# ----------------------------------------------------------------------------- harness
+def test_standardisation_is_fitted_on_fit_split_only(tmp_path):
     paths, data = make_inputs(tmp_path)
     _, outputs = run_fold(tmp_path, paths, "ridge", 1, {"alphas": [1.0, 10.0]})
-    trained = load_trained(outputs["out_model"])
-    fit_ids = trained.metadata["fit_ids"]
-    index = {a: i for i, a in enumerate(data["ids"])}
-    fit_rows = [index[a] for a in fit_ids]
-    checkpoint = torch.load(outputs["out_model"], weights_only=False)
-    np.testing.assert_allclose(checkpoint["scaler_mean"], data["text"][fit_rows].mean(axis=0), rtol=1e-5)
-    assert not np.allclose(checkpoint["scaler_mean"], data["text"].mean(axis=0), rtol=1e-5, atol=1e-6)
+    trained = load_trained(outputs[0]["model"])
+    fit_rows = rows_of(trained.metadata["fit_ids"], data)
+    tensors, _ = load_checkpoint(outputs[0]["model"])
+    np.testing.assert_allclose(tensors["standardizer.mean"].numpy(), data["text"][fit_rows].mean(axis=0), rtol=1e-5)
+    assert not np.allclose(tensors["standardizer.mean"].numpy(), data["text"].mean(axis=0), rtol=1e-5, atol=1e-6)
     test_ids = set(trained.metadata["test_ids"])
-    assert test_ids.isdisjoint(fit_ids) and test_ids.isdisjoint(trained.metadata["validation_ids"])
+    assert test_ids.isdisjoint(trained.metadata["fit_ids"]) and test_ids.isdisjoint(trained.metadata["validation_ids"])
     assert trained.metadata["missing_counts"] == {"text": 1, "brain": 1, "folds": 2, "articles": 2}
 
 
-def test_training_is_deterministic_and_best_state_is_saved(tmp_path):
-    paths, data = make_inputs(tmp_path)
-    _, first = run_fold(tmp_path, paths, "neurocontext", 0, TINY_NEUROCONTEXT, tag="first")
-    _, second = run_fold(tmp_path, paths, "neurocontext", 0, TINY_NEUROCONTEXT, tag="second")
-    history = read_parquet(first["out_history"])
-    pd.testing.assert_frame_equal(history, read_parquet(second["out_history"]))
-    best = int(history.loc[history["val_mean_recall"].idxmax(), "epoch"])  # idxmax = first maximum
-    assert history.loc[history["is_best"], "epoch"].tolist() == [best]
-    assert {"train_loss", "train_info_nce", "logit_scale", "val_recall_at_1_t2b", "val_recall_at_10_b2t"} <= set(history.columns)
-    trained = load_trained(first["out_model"])
-    assert trained.metadata["best_epoch"] == best
-    # Recompute the validation recall of the saved state: it must be the best epoch's value.
-    index = {a: i for i, a in enumerate(data["ids"])}
-    val_rows = [index[a] for a in trained.metadata["validation_ids"]]
-    scores = trained.score(trained.embed_text(data["text"][val_rows]), trained.embed_brain(data["brain"][val_rows]))
-    recalls = validation_recalls(scores)
-    assert recalls["val_mean_recall"] == pytest.approx(history.loc[history["epoch"] == best, "val_mean_recall"].item())
+def test_each_repeat_uses_its_own_partition(tmp_path):
+    paths, data = make_inputs(tmp_path, n=60, n_repeats=2)
+    _, outputs = run_fold(tmp_path, paths, "ridge", 2, {"alphas": [1.0]}, repeats=(0, 1))
+    folds = read_parquet(paths["folds_path"])
+    for repeat in (0, 1):
+        ids, _, _, _ = read_embeddings(outputs[repeat]["test_embeddings"])
+        expected = folds[(folds["repeat"] == repeat) & (folds["fold"] == 2)]["article_id"]
+        assert sorted(ids) == sorted(expected)
+        validation, _, _, _ = read_embeddings(outputs[repeat]["validation_embeddings"])
+        trained = load_trained(outputs[repeat]["model"])
+        assert sorted(validation) == sorted(trained.metadata["validation_ids"])
+        assert trained.metadata["repeat"] == repeat and trained.metadata["seed"] == repeat
+    first, _, _, _ = read_embeddings(outputs[0]["test_embeddings"])
+    second, _, _, _ = read_embeddings(outputs[1]["test_embeddings"])
+    assert set(first) != set(second)
 
 
 def test_neurocontext_and_ridge_recover_planted_pairs(tmp_path):
     paths, data = make_inputs(tmp_path, n=150)
-    params = {**TINY_NEUROCONTEXT, "epochs": 25}
-    for model, model_params in (("neurocontext", params), ("ridge", {"alphas": [0.1, 1.0]})):
-        _, outputs = run_fold(tmp_path, paths, model, 0, model_params, tag=model)
-        ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    recipe = Recipe(batch_size=32, max_epochs=25, lr=3e-3, weight_decay=0.01, patience=None)
+    for model, params in (("neurocontext", TINY), ("ridge", {"alphas": [0.1, 1.0]})):
+        _, outputs = run_fold(tmp_path, paths, model, 0, params, recipe, tag=model)
+        ids, text, brain, meta = read_embeddings(outputs[0]["test_embeddings"])
         scores = score_matrix(meta["kind"], text, brain, **{k: v for k, v in meta.items() if k != "kind"})
         recall_at_1 = np.mean(scores.argmax(axis=1) == np.arange(len(ids)))
         assert recall_at_1 > 10 / len(ids), (model, recall_at_1)  # chance is 1 / n
-        trained = load_trained(outputs["out_model"])
-        index = {a: i for i, a in enumerate(data["ids"])}
-        rows = [index[a] for a in ids]
+        trained = load_trained(outputs[0]["model"])
+        rows = rows_of(ids, data)
         np.testing.assert_allclose(trained.embed_text(data["text"][rows]), text, atol=1e-5)
         np.testing.assert_allclose(trained.score(text, brain), scores, atol=1e-6)
         predicted = trained.predict_brain(data["text"][rows])
-        assert predicted.shape == brain.shape if model == "ridge" else predicted.shape == data["brain"][rows].shape
+        assert predicted.shape == data["brain"][rows].shape
         assert np.corrcoef(predicted.ravel(), data["brain"][rows].ravel())[0, 1] > 0.8
 
 
 def test_fold_all_writes_every_article_and_mnm_apex_is_recorded(tmp_path):
-    pytest.importorskip("mnm.models.mnm")
-    paths, data = make_inputs(tmp_path, n=60)
-    params = {"latent_dim": 8, "dropout": 0.0, "epochs": 2, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.05}
-    _, outputs = run_fold(tmp_path, paths, "mnm_reverse", "all", params)
-    ids, text, brain, meta = read_test_embeddings(outputs["out_test_embeddings"])
+    paths, _ = make_inputs(tmp_path, n=60)
+    recipe = Recipe(batch_size=32, max_epochs=2, lr=1e-3, patience=None)
+    _, outputs = run_fold(tmp_path, paths, "mnm_reverse", "all", {"latent_dim": 8, "dropout": 0.0}, recipe)
+    ids, text, brain, meta = read_embeddings(outputs[0]["test_embeddings"])
     assert len(ids) == 60 and meta["kind"] == "angle" and meta["angle_apex"] == "text"
-    trained = load_trained(outputs["out_model"])
+    trained = load_trained(outputs[0]["model"])
     with torch.no_grad():
         reference = trained.module.score(torch.tensor(text), torch.tensor(brain)).numpy()
     np.testing.assert_allclose(trained.score(text, brain), reference, atol=1e-3)
-    assert meta["curvature"] == pytest.approx(read_parquet(outputs["out_history"])["curvature"].iloc[-1], rel=0.2)
+    history = read_parquet(outputs[0]["history"])
+    best = history.loc[history["is_best"]].iloc[0]
+    assert meta["curvature"] == pytest.approx(best["curvature"], rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- snakemake
-def _snakefile_for(tmp_path: Path) -> list[str]:
-    """Use the project's Snakefile when present, else a wrapper including only models.smk."""
-    if (REPO / "Snakefile").exists():
-        return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO)]
-    pytest.skip("top-level Snakefile not written yet (the lead's file)")
-
-
-@pytest.mark.e2e
 def test_one_fold_job_through_snakemake_touches_no_other_fold(tmp_path):
-    if shutil.which("snakemake") is None:
-        pytest.skip("snakemake not installed")
-    results = tmp_path / "results"
-    paths, _ = make_inputs(tmp_path, n=60)
+    from workflow_utils import make_project, snakemake
+
+    project = make_project(tmp_path, {"folds": {"n_folds": 3, "n_repeats": 2}, "text": {"sections": ["title"]},
+                                      "models": {"sections": ["title"], "tradeoff": {"lambda_hier": []}}})
+    results = project / "results"
+    paths, _ = make_inputs(tmp_path, n=60, n_repeats=2)
     layout = {
-        "text_path": results / "text/minilm/title/embeddings.parquet",
-        "brain_path": results / "brain/aicha/coefficients.parquet",
-        "folds_path": results / "folds.parquet",
         "articles_path": results / "corpus/articles.parquet",
+        "folds_path": results / "folds.parquet",
+        "brain_path": results / "brain/aicha/coefficients.parquet",
+        "text_path": results / "text/minilm/title/embeddings.parquet",
     }
-    # Upstream files are created oldest-first so that Snakemake sees them as up to date.
-    for key in ("articles_path", "folds_path", "brain_path", "text_path"):
-        layout[key].parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(paths[key], layout[key])
-    target = results / "models/ridge/minilm/title/aicha/fold-1/model.pt"
-    command = [
-        sys.executable, "-m", "snakemake", *_snakefile_for(tmp_path), str(target), "--cores", "1",
-        "--config", f"results_dir={results}", "--allowed-rules", "train_model", "--rerun-triggers", "mtime",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    fold_dirs = sorted(p.name for p in (results / "models/ridge/minilm/title/aicha").iterdir())
-    assert fold_dirs == ["fold-1"]
-    assert sorted(p.name for p in target.parent.iterdir()) == ["history.parquet", "model.pt", "test_embeddings.parquet"]
-    assert not (results / "models").joinpath("mnm").exists()
+    for key, target in layout.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(paths[key], target)
+    run_dir = results / "models/ridge/minilm/title/aicha"
+    target = run_dir / "repeat-1/fold-1/model.safetensors"
+    snakemake(project, str(target.relative_to(project)), "--cores", "1", "--allowed-rules", "train_model",
+              "--rerun-triggers", "mtime")
+    # the job trained fold 1 of both repeats, and nothing else
+    written = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    assert written == sorted(f"repeat-{r}/fold-1/{name}" for r in (0, 1) for name in OUTPUT_FILES.values())
+    assert sorted(p.name for p in (results / "models").iterdir()) == ["ridge"]

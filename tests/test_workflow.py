@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pandas as pd
 import pytest
 import yaml
 
-from mnm.config import ConfigError, load_schema, validate_config
+from mnm.config import ConfigError, load_schema, resolve, validate_config
 from workflow_utils import ROOT, make_project, snakemake
 
 
@@ -16,11 +17,14 @@ def _default_config():
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-def _schema_leaves(schema, prefix=""):
-    for key, sub in schema.get("properties", {}).items():
+def _schema_leaves(schema, node=None, prefix=""):
+    """Every key of the schema (``$ref`` to ``$defs`` followed), with its sub-schema."""
+    node = schema if node is None else node
+    for key, sub in node.get("properties", {}).items():
+        sub = resolve(sub, schema)
         yield f"{prefix}{key}", sub
-        if sub.get("type") == "object":
-            yield from _schema_leaves(sub, f"{prefix}{key}.")
+        if "object" in ([sub.get("type")] if isinstance(sub.get("type"), str) else sub.get("type", [])):
+            yield from _schema_leaves(schema, sub, f"{prefix}{key}.")
 
 
 def _config_leaves(config, prefix=""):
@@ -57,6 +61,9 @@ def test_config_yaml_keys_are_in_schema_and_defaults_match():
         (("corpus", "source"), "pubget_dir", "corpus.pubget_dir"),
         (("text", "encoder"), "mistral", "text.encoder"),
         (("models", "sections"), ["body"], "models.sections"),
+        (("brain", "fwhm_mm"), float("nan"), "brain.fwhm_mm: NaN"),
+        (("brain", "delta"), float("inf"), "brain.delta: NaN or infinite"),
+        (("folds", "n_folds"), 1000, "folds.n_folds: 1000 folds for a corpus of at most 320"),
     ],
 )
 def test_bad_config_names_the_key(path, value, key):
@@ -64,6 +71,19 @@ def test_bad_config_names_the_key(path, value, key):
     config[path[0]][path[1]] = value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(config)
+
+
+def test_numeric_strings_are_coerced_where_the_schema_wants_numbers():
+    config = validate_config({"folds": {"n_folds": "3"}, "brain": {"fwhm_mm": "6.5"},
+                              "models": {"training": {"lr": "1e-3", "patience": "5"}},
+                              "evaluation": {"recall_k": ["1", "10"]}})
+    assert config["folds"]["n_folds"] == 3 and isinstance(config["folds"]["n_folds"], int)
+    assert config["brain"]["fwhm_mm"] == 6.5 and config["models"]["training"]["lr"] == 1e-3
+    assert config["models"]["training"]["patience"] == 5 and config["evaluation"]["recall_k"] == [1, 10]
+    with pytest.raises(ConfigError, match="folds.n_folds"):
+        validate_config({"folds": {"n_folds": "3.5"}})  # not an integer: refused, not rounded
+    with pytest.raises(ConfigError, match="text.encoder"):
+        validate_config({"text": {"encoder": "123"}})  # a string key stays a string
 
 
 def test_unknown_key_is_rejected():
@@ -79,19 +99,92 @@ def test_snakemake_stops_at_start_on_bad_config(tmp_path):
     assert not (project / "results").exists()
 
 
-def test_lint_is_clean():
-    result = snakemake(ROOT, "--lint", check=False)
+def test_lint_is_clean(tmp_path):
+    project = make_project(tmp_path)  # not in the repository: lint writes .snakemake/
+    result = snakemake(project, "--lint", check=False)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Lints for" not in result.stdout, result.stdout[-4000:]
 
 
-def test_slurm_profile_and_paper_config_parse(tmp_path):
+def job_counts(stdout: str) -> dict:
+    """Jobs per rule from the "Job stats" table of a Snakemake dry run."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("job ") and "count" in line)
+    counts = {}
+    for line in lines[start + 2:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _job_resources(dry_run_output: str) -> dict[str, list[dict]]:
+    """rule name -> the ``resources:`` of each of its jobs, from a dry run's listing."""
+    jobs: dict[str, list[dict]] = {}
+    rule, wildcards = None, ""
+    for line in dry_run_output.splitlines():
+        match = re.match(r"^(?:local)?rule (\w+):$", line)
+        if match:
+            rule = match.group(1)
+        elif rule and line.strip().startswith("wildcards:"):
+            wildcards = line.split(":", 1)[1]
+        elif rule and line.strip().startswith("resources:"):
+            pairs = (item.split("=", 1) for item in line.split(":", 1)[1].split(", "))
+            jobs.setdefault(rule, []).append({**{k.strip(): v for k, v in pairs}, "_wildcards": wildcards})
+            rule, wildcards = None, ""
+    return jobs
+
+
+def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp_path, monkeypatch):
+    """config/paper.yaml under the SLURM profile: only its own encoder, the expected number of
+    jobs per rule; partition and account from the environment, a GPU only for jobs that use one
+    (config keys take precedence: tests/test_cluster_resources.py; localrules: tests/test_cluster.py)."""
+    monkeypatch.setenv("SBATCH_ACCOUNT", "proj42")
+    monkeypatch.setenv("SBATCH_PARTITION", "cpuq")
+    monkeypatch.setenv("MNM_SLURM_GPU_PARTITION", "gpuq")
     project = make_project(tmp_path)
     (project / "config").symlink_to(ROOT / "config")
-    result = snakemake(project, "-n", "--configfile", "config/paper.yaml",
-                       "--profile", "profiles/slurm")
-    assert "embed_shard" in result.stdout
-    assert "train" in result.stdout
+    result = snakemake(project, "-n", "--configfile", "config/paper.yaml", "--profile", "profiles/slurm")
+    counts = job_counts(result.stdout)
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    n_shards, sections = paper["text"]["n_shards"], paper["text"]["sections"]
+    n_models = len(validate_config({})["models"]["names"])
+    n_folds = paper["folds"]["n_folds"]
+    # only the paper's encoder: one shard job per (shard, section), one gather per section
+    assert counts["embed_shard"] == n_shards * len(sections)
+    assert counts["gather_embeddings"] == len(sections)
+    assert "minilm" not in result.stdout
+    assert counts["train_model"] == n_models * len(paper["models"]["sections"]) * n_folds
+    assert counts["train_model_all"] == n_models * len(paper["models"]["sections"])
+    jobs = _job_resources(result.stdout)
+    for resources in jobs["embed_shard"]:  # paper config: text.device cuda
+        assert (resources["gpu"], resources["slurm_partition"]) == ("1", "gpuq")
+    for rule in ("atlas", "coefficients", "brain_qc"):
+        for resources in jobs[rule]:
+            assert resources["slurm_partition"] == "cpuq", rule
+            assert resources.get("gpu", "0") == "0", rule
+    for resources in jobs["train_model"]:
+        torch_model = not any(f"model={m}," in resources["_wildcards"] for m in ("ridge", "tfidf"))
+        assert (resources["gpu"], resources["slurm_partition"]) == (("1", "gpuq") if torch_model else ("0", "cpuq"))
+    assert all(r["slurm_account"] == "proj42"
+               for rule in ("embed_shard", "atlas", "coefficients", "train_model") for r in jobs[rule])
+
+
+def test_several_atlases_train_and_report_each(tmp_path):
+    """brain.atlases with two atlases: brain features, every training job and the map
+    evaluation per atlas; the sweep, the Poincare figure and the examples on the first."""
+    atlases = ["aicha", "harvard_oxford"]
+    project = make_project(tmp_path, {"brain": {"atlases": atlases}, "folds": {"n_repeats": 1}})
+    counts = job_counts(snakemake(project, "-n").stdout)
+    config = validate_config({"brain": {"atlases": atlases}})
+    n_models, n_sections = len(config["models"]["names"]), len(config["models"]["sections"])
+    assert counts["atlas"] == counts["coefficients"] == counts["brain_qc"] == 2
+    assert counts["train_model"] == 2 * n_models * n_sections * config["folds"]["n_folds"]
+    assert counts["train_model_all"] == 2 * n_models * n_sections
+    assert counts["map_dice"] == 2 * n_models
+    assert counts["train_tradeoff"] == 12 and counts["poincare"] == counts["map_examples"] == 1
+    assert counts["retrieval_table"] == counts["hierarchy"] == 1  # one table per atlas inside
 
 
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
@@ -105,20 +198,27 @@ def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     dropped = qc[(qc.level == "peak") & qc.reason.str.startswith("dropped")]["count"].sum()
     assert len(peaks) + dropped == 9492
     folds = pd.read_parquet(project / "results/folds.parquet")
-    assert set(folds.article_id) == set(articles.article_id)
-    assert folds.fold.value_counts().tolist() == [64] * 5
+    for _, repeat in folds.groupby("repeat"):
+        assert set(repeat.article_id) == set(articles.article_id)
+        assert repeat.fold.value_counts().tolist() == [64] * 5
+    assert folds["repeat"].nunique() == 3
     assert (project / "results/logs/corpus.log").stat().st_size > 0
     again = snakemake(project, "-n", *targets)
     assert "Nothing to be done" in again.stdout
 
 
-def test_slurm_gpu_requests_do_not_mix_gpu_and_gres():
-    """snakemake-executor-plugin-slurm rejects a job that sets both `gpu` and `gres`; the
-    rules request GPUs through `gpu`, so the profile must not add `gres`."""
+def test_slurm_profile_leaves_gpus_partitions_and_accounts_to_the_rules():
+    """A rule-wide `gpu` in the profile would give ridge and TF-IDF a GPU, and the plugin
+    rejects a job with both `gpu` and `gres`; partitions and accounts come from the config
+    or the environment, and cpus-per-task from each rule's threads."""
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
-    gpu_rules = {name for name, res in profile["set-resources"].items() if "gpu" in res}
-    assert {"embed_shard", "train_model"} <= gpu_rules
-    for name, resources in profile["set-resources"].items():
-        assert "gres" not in resources, name
+    decided_by_rules = {"gpu", "gres", "slurm_partition", "slurm_account", "cpus_per_task"}
+    assert not decided_by_rules & set(profile.get("default-resources", {}))
+    for name, resources in profile.get("set-resources", {}).items():
+        assert not decided_by_rules & set(resources), name
+    assert "set-threads" not in profile
     for rules in (ROOT / "workflow/rules").glob("*.smk"):
         assert "gres" not in rules.read_text(), rules.name
+    # SLURM logs of every job are kept under results/logs/slurm
+    assert profile["slurm-logdir"] == "results/logs/slurm"
+    assert profile["slurm-keep-successful-logs"] is True

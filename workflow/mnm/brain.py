@@ -360,8 +360,12 @@ class BrainProjector:
             )
         return np.asarray(mask_img.dataobj) > 0
 
-    def fit(self, y=None):
-        """Precompute the lookup table (smoothed maps times ``(D^T D)^-1``).
+    def fit(self, y=None, lookup_table: bool = True):
+        """Precompute ``(D^T D)^-1`` and the peak lookup table (smoothed maps times it).
+
+        ``lookup_table=False`` skips the table (the expensive part: smoothing every map),
+        which only :meth:`transform_peaks` needs; image projection, label vectors, inverse
+        transform and KDE maps work without it (the query tool and the report use this).
 
         Raises
         ------
@@ -387,6 +391,13 @@ class BrainProjector:
                 f"empty map indices: {empty.tolist()}"
             )
         gram_inv = np.linalg.inv(gram)
+        self.design_ = design
+        self.gram_inv_ = gram_inv
+        self.atlas_voxels_ = atlas_voxels
+        self.mask_ = self._brain_mask()
+        self.n_components_ = n_maps
+        if not lookup_table:
+            return self
 
         distance = ndimage.distance_transform_edt(~atlas_voxels, sampling=steps)
         support = distance <= self.support_mm * (1 + _SUPPORT_SLACK)
@@ -420,22 +431,19 @@ class BrainProjector:
         row_of_voxel[box][support_box] = np.arange(len(smoothed), dtype=np.int32)
         self.table_ = smoothed
         self.row_of_voxel_ = row_of_voxel
-        self.design_ = design
-        self.gram_inv_ = gram_inv
-        self.atlas_voxels_ = atlas_voxels
-        self.mask_ = self._brain_mask()
-        self.n_components_ = n_maps
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "table_"):
+    def _check_fitted(self, table: bool = False):
+        if not hasattr(self, "design_"):
             raise RuntimeError("BrainProjector is not fitted: call fit() first")
+        if table and not hasattr(self, "table_"):
+            raise RuntimeError("this method needs the peak lookup table: call fit(lookup_table=True)")
 
     # -- peaks -----------------------------------------------------------------
 
     def peak_rows(self, xyz_mm) -> np.ndarray:
         """Table row of each peak, -1 for peaks ignored (outside the grid or support)."""
-        self._check_fitted()
+        self._check_fitted(table=True)
         ijk = snap_to_voxels(xyz_mm, self.maps_img.affine)
         in_grid = ((ijk >= 0) & (ijk < np.array(self.row_of_voxel_.shape))).all(axis=1)
         rows = np.full(len(ijk), -1, dtype=np.int64)
@@ -463,7 +471,7 @@ class BrainProjector:
 
     def transform_peaks_counted(self, peaks: pd.DataFrame, article_ids=None):
         """:meth:`transform_peaks` plus the number of peaks used per article."""
-        self._check_fitted()
+        self._check_fitted(table=True)
         _check_peaks(peaks)
         # Factorise the id column once, then match the (few) unique ids as strings.
         codes, uniques = pd.factorize(peaks["article_id"])

@@ -7,12 +7,14 @@ Sources
     with titles and abstracts, 906 analyses, 9,492 peaks). One article per study, every
     analysis' peaks, the analysis id as ``table_id``.
 ``pubget``
-    A PubMed Central query downloaded with pubget, then pubget's own offline extraction.
+    A PubMed Central query downloaded with pubget, then pubget's own offline extraction
+    (:mod:`mnm.pubget_source`, which also checks pubget's output).
 ``pubget_dir``
     An existing pubget data folder.
 
 Every record that does not reach the output tables is counted in the QC table with the
-reason, so that ``kept + dropped == input`` holds at article and peak level.
+reason, so that ``kept + dropped == input`` holds at article and peak level. Rows at level
+``file`` describe problems found in input files and ``query`` rows the download.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,6 @@ PEAK_COLUMNS = ["article_id", "table_id", "x", "y", "z"]
 QC_COLUMNS = ["stage", "level", "reason", "count", "detail"]
 TEXT_SECTIONS = ("title", "abstract", "body")
 NIMARE_STUDYSET_NAME = "nback_vs_flanker_studyset_2026-07"
-NCBI_API_KEY_ENV = "NCBI_API_KEY"
 
 
 class CorpusError(ValueError):
@@ -54,7 +54,7 @@ class QCLog:
     rows: list = field(default_factory=list)
 
     def add(self, level: str, reason: str, count: int, detail: str = "") -> None:
-        """Record ``count`` records of ``level`` ('article', 'peak', 'file') for ``reason``."""
+        """Record ``count`` records of ``level`` ('article', 'peak', 'file', 'query')."""
         if count:
             self.rows.append(
                 {"stage": self.stage, "level": level, "reason": reason,
@@ -77,10 +77,15 @@ class QCLog:
 # Sources
 # --------------------------------------------------------------------------------------
 def bundled_studyset_dir() -> Path:
-    """Folder of the studyset bundled with NiMARE (>= 0.22)."""
-    import nimare
+    """Folder of the studyset bundled with NiMARE (>= 0.22), found without importing NiMARE
+    (its import takes seconds and config validation calls this at every start)."""
+    import importlib.util
 
-    path = Path(nimare.__file__).parent / "resources" / NIMARE_STUDYSET_NAME
+    spec = importlib.util.find_spec("nimare")
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError("NiMARE is not installed; install nimare>=0.22 or set "
+                          "corpus.nimare_studyset to a studyset folder")
+    path = Path(list(spec.submodule_search_locations)[0]) / "resources" / NIMARE_STUDYSET_NAME
     if not path.is_dir():
         raise CorpusError(
             f"{path}: NiMARE's bundled studyset is missing; install nimare>=0.22 "
@@ -90,10 +95,10 @@ def bundled_studyset_dir() -> Path:
 
 
 def _read_checked(path: Path, columns: list[str], what: str) -> pd.DataFrame:
-    """Read a Parquet or CSV input, naming the file and any missing column on error."""
+    """Read a Parquet input, naming the file and any missing column on error."""
     if not path.is_file():
         raise CorpusError(f"{path}: {what} not found")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    table = pd.read_parquet(path)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}")
@@ -167,136 +172,6 @@ def load_nimare_studyset(folder: str | os.PathLike | None = None):
     return articles, peaks
 
 
-def _read_csv(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
-    return _read_checked(folder / name, columns, "pubget output file")
-
-
-def find_pubget_extracted_dir(pubget_dir: str | os.PathLike) -> Path:
-    """Locate the ``subset_*_extractedData`` folder inside a pubget data folder."""
-    pubget_dir = Path(pubget_dir)
-    if (pubget_dir / "text.csv").is_file():
-        return pubget_dir
-    found = sorted(pubget_dir.glob("**/subset_*_extractedData"))
-    found = [f for f in found if (f / "text.csv").is_file()]
-    if not found:
-        raise CorpusError(
-            f"{pubget_dir}: no pubget 'subset_*_extractedData' folder with text.csv inside"
-        )
-    if len(found) > 1:
-        _LOG.warning("several pubget extractions in %s; using %s", pubget_dir, found[0])
-    return found[0]
-
-
-def load_pubget_extracted(folder: str | os.PathLike):
-    """Read pubget's extracted CSV files into raw article and peak tables.
-
-    Parameters
-    ----------
-    folder : path-like
-        A pubget ``subset_*_extractedData`` folder, or a data folder containing one.
-    """
-    folder = find_pubget_extracted_dir(folder)
-    text = _read_csv(folder, "text.csv", ["pmcid", "title", "keywords", "abstract", "body"])
-    meta = _read_csv(folder, "metadata.csv", ["pmcid", "pmid", "doi", "journal",
-                                              "publication_year"])
-    coords = _read_csv(folder, "coordinates.csv", ["pmcid", "table_id", "x", "y", "z"])
-    spaces = _read_csv(folder, "coordinate_space.csv", ["pmcid", "coordinate_space"])
-    meta = meta.drop(columns=["title"], errors="ignore").drop_duplicates("pmcid")
-    table = text.merge(meta, on="pmcid", how="left")
-    articles = pd.DataFrame({
-        "article_id": "PMC" + table["pmcid"].astype("int64").astype(str),
-        "pmcid": table["pmcid"].astype("Int64"),
-        "pmid": pd.to_numeric(table["pmid"], errors="coerce").astype("Int64"),
-        "doi": table["doi"].astype("string"),
-        "title": table["title"].astype("string"),
-        "abstract": table["abstract"].astype("string"),
-        "body": table["body"].astype("string"),
-        "keywords": table["keywords"].astype("string"),
-        "journal": table["journal"].astype("string"),
-        "year": pd.to_numeric(table["publication_year"], errors="coerce").astype("Int64"),
-        "source": "pubget",
-    })
-    space = coords["pmcid"].map(spaces.drop_duplicates("pmcid").set_index("pmcid")
-                                ["coordinate_space"])
-    peaks = pd.DataFrame({
-        "article_id": "PMC" + coords["pmcid"].astype("int64").astype(str),
-        "table_id": coords["table_id"].astype(str),
-        "x": pd.to_numeric(coords["x"], errors="coerce"),
-        "y": pd.to_numeric(coords["y"], errors="coerce"),
-        "z": pd.to_numeric(coords["z"], errors="coerce"),
-        "space": space.fillna("UNKNOWN").astype(str).str.upper(),
-    })
-    return articles, peaks
-
-
-def quarantine_corrupt_articlesets(articlesets_dir: Path, qc: QCLog) -> list[Path]:
-    """Move articlesets that do not parse as XML to ``<articlesets>/../corrupt_articlesets``.
-
-    pubget parses each articleset in one go, so one truncated download would abort the whole
-    extraction; we check each file first and set bad ones aside (kept, never deleted).
-    """
-    from lxml import etree
-
-    corrupt = []
-    for path in sorted(articlesets_dir.glob("articleset_*.xml")):
-        try:
-            etree.parse(str(path))
-        except etree.XMLSyntaxError as error:
-            target = articlesets_dir.parent / "corrupt_articlesets" / path.name
-            target.parent.mkdir(exist_ok=True)
-            shutil.move(str(path), target)
-            corrupt.append(target)
-            qc.add("file", "dropped: corrupt articleset", 1, f"{path.name}: {error}")
-    return corrupt
-
-
-def run_pubget(
-    query: str,
-    data_dir: str | os.PathLike,
-    qc: QCLog,
-    n_docs: int | None = None,
-    n_jobs: int = 1,
-    download: bool = True,
-) -> Path:
-    """Download (optional) and extract PubMed Central articles with pubget.
-
-    The NCBI API key is read from the ``NCBI_API_KEY`` environment variable and handed to
-    pubget only; it is never logged or written. Exit code 1 (incomplete download) is
-    logged as a warning and the extraction proceeds on what was downloaded.
-
-    Returns
-    -------
-    Path of pubget's ``subset_allArticles_extractedData`` folder.
-    """
-    import pubget
-
-    data_dir = Path(data_dir)
-    if download:
-        if not query:
-            raise CorpusError("config key corpus.pubget.query is required for source 'pubget'")
-        api_key = os.environ.get(NCBI_API_KEY_ENV) or None
-        if api_key is None:
-            _LOG.warning("%s is not set: NCBI allows 3 requests/s without a key",
-                         NCBI_API_KEY_ENV)
-        articlesets_dir, code = pubget.download_query_results(
-            query, data_dir, n_docs=n_docs, api_key=api_key
-        )
-        if int(code) == 1:
-            _LOG.warning("pubget download incomplete (exit code 1); continuing with what "
-                         "was downloaded")
-        elif int(code) > 1:
-            raise CorpusError(f"{articlesets_dir}: pubget download failed (exit code {int(code)})")
-    else:
-        found = sorted(data_dir.glob("**/articlesets"))
-        if not found:
-            raise CorpusError(f"{data_dir}: no pubget 'articlesets' folder")
-        articlesets_dir = found[0]
-    quarantine_corrupt_articlesets(Path(articlesets_dir), qc)
-    articles_dir, _ = pubget.extract_articles(articlesets_dir, n_jobs=n_jobs)
-    extracted_dir, _ = pubget.extract_data_to_csv(articles_dir, n_jobs=n_jobs)
-    return Path(extracted_dir)
-
-
 # --------------------------------------------------------------------------------------
 # Cleaning
 # --------------------------------------------------------------------------------------
@@ -337,6 +212,27 @@ def _has_text(series: pd.Series) -> pd.Series:
     return series.fillna("").astype(str).str.strip().str.len() > 0
 
 
+def filled_fields(table: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Number of non-empty (after stripping) ``columns`` per row: how rich a row is."""
+    return sum((_has_text(table[c]).astype(int) for c in columns),
+               pd.Series(0, index=table.index))
+
+
+def _richness(articles: pd.DataFrame) -> dict[str, pd.Series]:
+    """Non-empty text fields (``_filled``) and characters of text (``_chars``) per row."""
+    fields = [*TEXT_SECTIONS, "keywords"]
+    return {
+        "_filled": filled_fields(articles, fields),
+        "_chars": sum(articles[f].fillna("").astype(str).str.len() for f in fields),
+    }
+
+
+def _duplicate_key(articles: pd.DataFrame) -> pd.Series:
+    """Rows with the same key are one article: same pmcid, or same id when there is none."""
+    pmcid = "pmcid:" + articles["pmcid"].astype("string")
+    return pmcid.fillna("id:" + articles["article_id"].astype("string"))
+
+
 def clean_corpus(
     articles: pd.DataFrame,
     peaks: pd.DataFrame,
@@ -347,8 +243,9 @@ def clean_corpus(
 ):
     """Apply the corpus rules and record every dropped or converted record in ``qc``.
 
-    Order: duplicate articles, peaks of unknown articles, coordinate space, non-finite and
-    out-of-brain peaks, articles without peaks, articles without ``required_section``.
+    Order: records without an id, duplicate articles (the richest row is kept), peaks of
+    unknown articles, coordinate space, non-finite and out-of-brain peaks, articles without
+    peaks, articles without ``required_section``.
     Peaks of a dropped article are counted at peak level with the article's reason.
     """
     if unknown_space not in ("mni", "drop"):
@@ -371,16 +268,28 @@ def clean_corpus(
         articles = articles.loc[~mask].reset_index(drop=True)
         peaks = peaks.loc[~lost].reset_index(drop=True)
 
-    # duplicates: same article_id, or same pmcid (kept: first by article_id)
-    duplicate = articles["article_id"].duplicated()
-    if articles["pmcid"].notna().any():
-        duplicate |= articles["pmcid"].notna() & articles["pmcid"].duplicated()
-    dup_ids = set(articles.loc[duplicate, "article_id"])
-    # a duplicated article_id keeps its first row; its peaks stay with the kept row
-    qc.add("article", "dropped: duplicate article", int(duplicate.sum()))
-    lost = peaks["article_id"].isin(dup_ids - set(articles.loc[~duplicate, "article_id"]))
+    # rows without an id (pubget rows whose pmcid is empty or unreadable)
+    no_id = articles["article_id"].isna()
+    qc.add("article", "dropped: no readable pmcid", int(no_id.sum()))
+    articles = articles.loc[~no_id].reset_index(drop=True)
+    no_id = peaks["article_id"].isna()
+    qc.add("peak", "dropped: no readable pmcid", int(no_id.sum()))
+    peaks = peaks.loc[~no_id].reset_index(drop=True)
+
+    # duplicates: same article_id, or same pmcid; the richest row is kept (most non-empty
+    # text fields, then most text, then the first article_id), never just the first copy
+    ranked = articles.assign(_key=_duplicate_key(articles), **_richness(articles))
+    ranked = ranked.sort_values(["_filled", "_chars", "article_id"],
+                                ascending=[False, False, True], kind="stable")
+    duplicate = ranked["_key"].duplicated() | ranked["article_id"].duplicated()
+    qc.add("article", "dropped: duplicate article", int(duplicate.sum()),
+           "same pmcid or article_id; the row with the most text was kept")
+    kept_ids = set(ranked.loc[~duplicate, "article_id"])
+    # peaks belong to an article_id: those of a kept article_id stay with the kept row
+    lost = peaks["article_id"].isin(set(ranked.loc[duplicate, "article_id"]) - kept_ids)
     qc.add("peak", "dropped: article duplicate article", int(lost.sum()))
-    articles = articles.loc[~duplicate].reset_index(drop=True)
+    articles = (ranked.loc[~duplicate, ARTICLE_COLUMNS]
+                .sort_values("article_id", kind="stable").reset_index(drop=True))
     peaks = peaks.loc[~lost].reset_index(drop=True)
 
     orphan = ~peaks["article_id"].isin(articles["article_id"])
@@ -422,6 +331,44 @@ def clean_corpus(
     return articles[ARTICLE_COLUMNS].reset_index(drop=True), peaks
 
 
+def _load_source(corpus_config: dict, qc: QCLog, resources_dir: Path):
+    """Raw article and peak tables of the configured source, and where they came from."""
+    source = corpus_config["source"]
+    if source == "nimare_bundled":
+        folder = corpus_config.get("nimare_studyset")
+        articles, peaks = load_nimare_studyset(folder)
+        return articles, peaks, folder or bundled_studyset_dir()
+    from mnm import pubget_source
+
+    allow_incomplete = bool(corpus_config.get("allow_incomplete", False))
+    if source == "pubget":
+        pubget_cfg = corpus_config.get("pubget") or {}
+        extracted, limited = pubget_source.run_pubget(
+            pubget_cfg.get("query"),
+            resources_dir / "pubget",
+            qc,
+            n_docs=pubget_cfg.get("n_docs"),
+            n_jobs=pubget_cfg.get("n_jobs", 1),
+            batch_size=pubget_cfg.get("batch_size", 500),
+            allow_incomplete=allow_incomplete,
+        )
+        articles, peaks = pubget_source.load_pubget_extracted(
+            extracted, qc, allow_incomplete, limited_by_n_docs=limited)
+        return articles, peaks, extracted
+    if source == "pubget_dir":
+        folder = corpus_config.get("pubget_dir")
+        if not folder:
+            raise CorpusError("config key corpus.pubget_dir is required for source 'pubget_dir'")
+        articles, peaks = pubget_source.load_pubget_extracted(folder, qc, allow_incomplete)
+        return articles, peaks, folder
+    raise CorpusError(f"config key corpus.source: unknown source {source!r}")
+
+
+def _qc_summary(qc: QCLog) -> str:
+    """One line of the QC counts, for error messages."""
+    return "QC: " + "; ".join(f"{r['level']} {r['reason']}: {r['count']}" for r in qc.rows)
+
+
 def build_corpus(
     corpus_config: dict,
     articles_path: str | os.PathLike,
@@ -432,36 +379,29 @@ def build_corpus(
     """Build ``articles.parquet``, ``peaks.parquet`` and ``qc.parquet`` from ``corpus_config``.
 
     ``corpus_config`` is the validated ``corpus`` section of the configuration.
+
+    Raises
+    ------
+    CorpusError
+        On unusable input, naming the file (and line or key), or when no article is left;
+        the message also goes to the log (the rule's log file).
     """
     qc = QCLog()
-    source = corpus_config["source"]
-    if source == "nimare_bundled":
-        articles, peaks = load_nimare_studyset(corpus_config.get("nimare_studyset"))
-    elif source == "pubget":
-        pubget_cfg = corpus_config.get("pubget") or {}
-        extracted = run_pubget(
-            pubget_cfg.get("query"),
-            Path(resources_dir) / "pubget",
+    try:
+        articles, peaks, origin = _load_source(corpus_config, qc, Path(resources_dir))
+        articles, peaks = clean_corpus(
+            articles,
+            peaks,
             qc,
-            n_docs=pubget_cfg.get("n_docs"),
-            n_jobs=pubget_cfg.get("n_jobs", 1),
+            unknown_space=corpus_config.get("unknown_space", "mni"),
+            max_distance_to_brain_mm=corpus_config.get("max_distance_to_brain_mm", 10.0),
+            required_section=corpus_config.get("required_section", "abstract"),
         )
-        articles, peaks = load_pubget_extracted(extracted)
-    elif source == "pubget_dir":
-        folder = corpus_config.get("pubget_dir")
-        if not folder:
-            raise CorpusError("config key corpus.pubget_dir is required for source 'pubget_dir'")
-        articles, peaks = load_pubget_extracted(folder)
-    else:
-        raise CorpusError(f"config key corpus.source: unknown source {source!r}")
-    articles, peaks = clean_corpus(
-        articles,
-        peaks,
-        qc,
-        unknown_space=corpus_config.get("unknown_space", "mni"),
-        max_distance_to_brain_mm=corpus_config.get("max_distance_to_brain_mm", 10.0),
-        required_section=corpus_config.get("required_section", "abstract"),
-    )
+        if articles.empty:
+            raise CorpusError(f"{origin}: no article left for the corpus; {_qc_summary(qc)}")
+    except CorpusError as error:
+        _LOG.error("%s", error)
+        raise
     qc_table = qc.to_frame()
     write_parquet(articles, articles_path)
     write_parquet(peaks, peaks_path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["assign_folds", "validation_split"]
+__all__ = ["assign_folds", "assign_repeated_folds", "validation_split"]
 
 
 def _sorted_unique_ids(article_ids, what: str) -> np.ndarray:
@@ -53,6 +53,26 @@ def assign_folds(article_ids, n_folds: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"article_id": ids.astype(str), "fold": folds})
 
 
+def assign_repeated_folds(article_ids, n_folds: int, n_repeats: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Folds of a repeated cross-validation: an independent partition per repeat.
+
+    Repeat ``r`` is :func:`assign_folds` with seed ``seed + r``, so repeat 0 is the plain
+    k-fold assignment of ``seed`` and every further repeat re-partitions the articles
+    (repeated cross-validation, not merely a re-seeded model).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``article_id``, ``repeat`` (0..n_repeats-1) and ``fold``, sorted by repeat
+        then id.
+    """
+    if int(n_repeats) < 1:
+        raise ValueError(f"assign_repeated_folds: n_repeats={n_repeats} must be >= 1")
+    frames = [assign_folds(article_ids, n_folds, seed + r).assign(repeat=r)
+              for r in range(int(n_repeats))]
+    return pd.concat(frames, ignore_index=True)[["article_id", "repeat", "fold"]]
+
+
 def validation_split(train_ids, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Carve a deterministic validation subset out of the training articles.
 
@@ -81,3 +101,22 @@ def validation_split(train_ids, fraction: float, seed: int = 0) -> tuple[np.ndar
     is_val = np.zeros(len(ids), dtype=bool)
     is_val[order[:n_val]] = True
     return ids[~is_val].astype(str), ids[is_val].astype(str)
+
+
+def write_folds(articles_path, out_path, n_folds: int, n_repeats: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Write ``folds.parquet`` (article_id, repeat, fold) for the articles of the corpus.
+
+    Raises
+    ------
+    ValueError
+        Naming the corpus file when it has too few articles for ``n_folds``.
+    """
+    from mnm.io import read_parquet, write_parquet
+
+    ids = read_parquet(articles_path, columns=["article_id"])["article_id"]
+    if int(n_folds) > len(ids):
+        raise ValueError(f"{articles_path}: {len(ids)} articles cannot fill {n_folds} folds "
+                         "(config folds.n_folds)")
+    folds = assign_repeated_folds(ids, n_folds, n_repeats, seed)
+    write_parquet(folds, out_path)
+    return folds

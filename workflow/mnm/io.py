@@ -29,7 +29,19 @@ __all__ = [
     "vectors_to_arrow",
     "save_nifti",
     "setup_logging",
+    "logged_job",
 ]
+
+
+def _process_umask() -> int:
+    """The process umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of files the pipeline writes: ``0o666`` minus the umask, as ``open()`` gives.
+FILE_MODE = 0o666 & ~_process_umask()
 
 
 @contextlib.contextmanager
@@ -52,6 +64,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600 files; give the final file the usual permissions (umask
+        # respected) so that colleagues sharing a group can read a results folder.
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -140,6 +155,25 @@ def save_nifti(img, path: str | os.PathLike) -> None:
 
     with atomic_path(path, suffix=".nii.gz" if str(path).endswith(".gz") else ".nii") as tmp:
         nib.save(img, tmp)
+
+
+@contextlib.contextmanager
+def logged_job(smk):
+    """Run a Snakemake ``script:`` job body with its log set up first and failures logged.
+
+    The log file named by the rule's ``log:`` receives every message and, when the body
+    raises, the full traceback (then the exception propagates, so the job fails)::
+
+        with logged_job(snakemake):
+            from mnm.brain import compute_coefficients
+            compute_coefficients(...)
+    """
+    log = setup_logging(smk.log[0] if len(smk.log) else None)
+    try:
+        yield log
+    except BaseException:
+        log.exception("job failed (rule %s)", getattr(smk, "rule", "?"))
+        raise
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level=logging.INFO) -> logging.Logger:

@@ -50,16 +50,20 @@ class QueryError(Exception):
         self.missing_run = missing_run
 
 
-def _fold_all_model_path(config: dict, model: str, section: str) -> Path:
+def _fold_all_model_path(config: dict, model: str, section: str, atlas: str) -> Path:
     return (
         Path(config["results_dir"]) / "models" / model / config["text"]["encoder"] / section
-        / config["atlas"]["name"] / "fold-all" / "model.pt"
+        / atlas / "fold-all" / "model.safetensors"
     )
 
 
 def load_run_config(config_path: str | os.PathLike = "config.yaml") -> dict:
-    """Read and validate a run's config file (defaults filled in)."""
-    from mnm.config import validate_config
+    """Read and validate a run's config file (defaults filled in).
+
+    Relative ``results_dir`` and ``resources_dir`` are taken relative to the config file's
+    folder (where Snakemake ran), not to the current folder.
+    """
+    from mnm.config import load_schema, validate_config
 
     path = Path(config_path)
     if not path.is_file():
@@ -67,6 +71,10 @@ def load_run_config(config_path: str | os.PathLike = "config.yaml") -> dict:
                          "pass --config)", missing_run=True)
     with open(path) as fh:
         raw = yaml.safe_load(fh) or {}
+    defaults = load_schema()["properties"]
+    for key in ("results_dir", "resources_dir"):
+        folder = Path(raw.get(key, defaults[key]["default"]))
+        raw[key] = str(folder if folder.is_absolute() else (path.parent / folder).resolve())
     return validate_config(raw)
 
 
@@ -78,6 +86,10 @@ class QueryRun:
     model_path: Path
     section: str
     device: str = "cpu"
+    atlas_name: str = ""
+
+    def __post_init__(self):
+        self.atlas_name = self.atlas_name or self.config["brain"]["atlases"][0]
 
     @property
     def results(self) -> Path:
@@ -91,9 +103,13 @@ class QueryRun:
 
     @cached_property
     def trained(self):
-        from mnm.train import load_trained
+        from mnm.checkpoint import CheckpointError
+        from mnm.trained import load_trained
 
-        trained = load_trained(self.model_path, device=self.device)
+        try:
+            trained = load_trained(self.model_path, device=self.device)
+        except CheckpointError as error:
+            raise QueryError(str(error), missing_run=True) from None
         encoder_cfg = trained.metadata.get("encoder_config") or {}
         model_id = str(encoder_cfg.get("model", ""))
         if self.device == "cpu" and model_id and not model_id.startswith("package:"):
@@ -109,7 +125,7 @@ class QueryRun:
 
     @cached_property
     def atlas_dir(self) -> Path:
-        return self._need(self.results / "atlas" / self.config["atlas"]["name"],
+        return self._need(self.results / "atlas" / self.atlas_name,
                           "atlas stage output")
 
     @cached_property
@@ -123,13 +139,13 @@ class QueryRun:
         from mnm.brain import BrainProjector
 
         maps_img, _ = self.atlas
-        return BrainProjector(maps_img, fwhm_mm=self.config["brain"]["fwhm_mm"]).fit()
+        return BrainProjector(maps_img, fwhm_mm=self.config["brain"]["fwhm_mm"]).fit(lookup_table=False)
 
     @cached_property
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(article ids, brain embeddings as scored) of every article of the run."""
         path = self._need(
-            self.results / "brain" / self.config["atlas"]["name"] / "coefficients.parquet",
+            self.results / "brain" / self.atlas_name / "coefficients.parquet",
             "brain coefficients",
         )
         ids, coefficients = read_matrix(path, column="coefficients")
@@ -153,6 +169,27 @@ class QueryRun:
         ids, vectors = read_matrix(path)
         return ids, np.asarray(self.trained.embed_text(vectors))
 
+    @cached_property
+    def parcel_routes(self) -> dict:
+        """Per informative hierarchy level: (parcel embeddings, parcel label volume).
+
+        The text-independent half of the parcel-route maps, computed once per run (seconds
+        for a whole atlas level), so that a server answering many queries pays it once.
+        """
+        from mnm.report import maps as map_routes
+
+        maps_img, components = self.atlas
+        component_labels = map_routes.component_label_volume(maps_img, self.projector)
+        routes = {}
+        for level in map_routes.informative_levels(components):
+            _, coefficients = map_routes.parcel_coefficients(
+                maps_img, components, level, projector=self.projector,
+                zscore=self.config["brain"]["zscore"], component_labels=component_labels)
+            _, component_parcel = map_routes.parcel_assignment(components, level)
+            routes[level] = (map_routes.parcel_embeddings(self.trained, coefficients),
+                             map_routes.parcel_label_volume(component_labels, component_parcel))
+        return routes
+
     def article_table(self, ids: np.ndarray, scores: np.ndarray, top_k: int) -> pd.DataFrame:
         """Top-``top_k`` articles by score (ties broken by article id, for stable output)."""
         order = np.lexsort((ids.astype(str), -scores))[:top_k]
@@ -175,6 +212,7 @@ def open_run(
     section: str | None = None,
     model_path: str | os.PathLike | None = None,
     device: str = "cpu",
+    atlas: str | None = None,
 ) -> QueryRun:
     """Locate the ``fold=all`` model of a run.
 
@@ -188,11 +226,16 @@ def open_run(
         Text section the model was trained on; default ``abstract`` when trained, else the
         first of ``models.sections``.
     model_path : path-like, optional
-        Explicit ``model.pt``; overrides ``model`` and ``section`` lookup.
+        Explicit ``model.safetensors``; overrides ``model`` and ``section`` lookup.
     device : str
         ``cpu`` or ``cuda``.
+    atlas : str, optional
+        One of the run's ``brain.atlases`` (default the first).
     """
     config = load_run_config(config_path)
+    atlas = atlas or config["brain"]["atlases"][0]
+    if atlas not in config["brain"]["atlases"]:
+        raise QueryError(f"atlas {atlas!r} is not one of this run's brain.atlases {config['brain']['atlases']}")
     explicit_path = model_path is not None
     sections = config["models"]["sections"]
     if section is None:
@@ -201,7 +244,7 @@ def open_run(
         if model not in config["models"]["names"]:
             raise QueryError(f"model {model!r} is not trained by this run (models.names: "
                              f"{config['models']['names']})")
-        model_path = _fold_all_model_path(config, model, section)
+        model_path = _fold_all_model_path(config, model, section, atlas)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise QueryError(
@@ -209,9 +252,10 @@ def open_run(
             f"`snakemake --cores all {model_path}` first, or pass --model-path",
             missing_run=True,
         )
-    run = QueryRun(config=config, model_path=model_path, section=section, device=device)
-    if explicit_path and run.trained.metadata.get("section"):
-        run.section = run.trained.metadata["section"]
+    run = QueryRun(config=config, model_path=model_path, section=section, device=device, atlas_name=atlas)
+    if explicit_path:
+        run.section = run.trained.metadata.get("section") or run.section
+        run.atlas_name = run.trained.metadata.get("atlas") or run.atlas_name
     return run
 
 
@@ -238,16 +282,8 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
     if decoder is not None:
         maps["decoder"] = decoder
-    maps_img, components = run.atlas
-    zscore = run.config["brain"]["zscore"]
-    component_labels = map_routes.component_label_volume(maps_img, run.projector)
-    for level in map_routes.informative_levels(components):
-        _, coefficients = map_routes.parcel_coefficients(
-            maps_img, components, level, projector=run.projector, zscore=zscore,
-            component_labels=component_labels)
-        _, component_parcel = map_routes.parcel_assignment(components, level)
-        label_volume = map_routes.parcel_label_volume(component_labels, component_parcel)
-        parcel_embedding = map_routes.parcel_embeddings(trained, coefficients)
+    maps_img, _ = run.atlas
+    for level, (parcel_embedding, label_volume) in run.parcel_routes.items():
         maps[f"parcels_{level}"] = map_routes.predict_parcel_map(
             trained, text_embedding, parcel_embedding, label_volume, maps_img.affine)
     return table, maps
@@ -289,6 +325,9 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
     for warning in caught:
         _LOG.warning("%s: %s", map_path, warning.message)
     coefficients = np.atleast_2d(np.nan_to_num(coefficients))
+    if not np.any(np.abs(coefficients) > 0):
+        raise QueryError(f"{map_path}: the map has no signal inside the brain atlas (no overlap "
+                         "with the analysis grid's brain mask); is it in MNI space?")
     if run.config["brain"]["zscore"]:
         coefficients = zscore_rows(coefficients)
     brain_embedding = np.asarray(run.trained.embed_brain(coefficients))
@@ -298,23 +337,72 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
 
 
 # --------------------------------------------------------------------------------------
+MANIFEST = "manifest.json"
+_SCRATCH_PREFIX = ".mnm-query-"
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Refuse an output folder that cannot receive a query's files, before any work.
+
+    It may be missing (created later) or an existing folder; the nearest existing folder on
+    its path must accept a new sub-folder (tried for real: permission bits do not tell for
+    root or read-only file systems). Scratch folders left next to it by killed earlier
+    queries are removed.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise QueryError(f"{out_dir}: exists and is not a folder; choose another --out")
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise QueryError(f"{out_dir}: {existing} is not a folder; choose another --out")
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=existing))
+    except OSError as error:
+        raise QueryError(f"{out_dir}: {existing} is not writable ({error.strerror}); choose another "
+                         "--out") from None
+    if out_dir.parent.is_dir():
+        for leftover in out_dir.parent.glob(f"{_SCRATCH_PREFIX}{out_dir.name}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return out_dir
+
+
+def _previous_files(out_dir: Path) -> list[str]:
+    """Files written by the previous query into ``out_dir`` (from its manifest)."""
+    import json
+
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return []
+    try:
+        files = json.loads(manifest.read_text()).get("files", [])
+    except (ValueError, AttributeError):
+        return []
+    # names only: a manifest never makes us delete outside the folder
+    return [name for name in files if isinstance(name, str) and Path(name).name == name]
+
+
 def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | None = None,
                   title: str = "") -> dict:
     """Write the table (Parquet + CSV), maps (NIfTI) and glass brains (PNG) all-or-nothing.
 
-    Returns a dict of output name -> path.
+    The files are written into a scratch folder next to ``out_dir`` and moved in only once all
+    exist; the previous query's files in ``out_dir`` (listed in its ``manifest.json``) are
+    removed first, so the folder always holds one complete query. Returns output name -> path.
     """
+    import json
+
     import matplotlib
 
     matplotlib.use("Agg")
     import nibabel as nib
     from nilearn import plotting
 
+    from mnm.io import FILE_MODE
     from mnm.report.figures import glass_brain_limits
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{out_dir.name}.", dir=out_dir.parent))
     written = {}
     try:
         table.to_parquet(scratch / "articles.parquet", index=False)
@@ -338,8 +426,13 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
             display.close()
             written[name] = f"{name}.nii.gz"
             written[f"{name}_png"] = f"{name}.png"
+        (scratch / MANIFEST).write_text(json.dumps({"title": title, "files": sorted(written.values())}))
         out_dir.mkdir(parents=True, exist_ok=True)
-        for relative in written.values():
+        for stale in _previous_files(out_dir):
+            if stale not in written.values():
+                (out_dir / stale).unlink(missing_ok=True)
+        for relative in [*written.values(), MANIFEST]:
+            os.chmod(scratch / relative, FILE_MODE)
             os.replace(scratch / relative, out_dir / relative)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

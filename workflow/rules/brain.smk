@@ -4,11 +4,11 @@
 
 BRAIN = config["brain"]
 N_QC_MAPS = BRAIN["n_qc_maps"]
-# Targets of this stage for the default atlas (the lead adds them to `rule all`).
-BRAIN_TARGETS = [
-    f"{RESULTS}/brain/{ATLAS}/coefficients.parquet",
-    f"{RESULTS}/brain/{ATLAS}/qc/glass_brain.png",
-]
+# Targets of this stage, for every configured atlas.
+BRAIN_TARGETS = expand(
+    [f"{RESULTS}/brain/{{atlas}}/coefficients.parquet", f"{RESULTS}/brain/{{atlas}}/qc/glass_brain.png"],
+    atlas=ATLASES,
+)
 
 
 rule atlas:
@@ -19,7 +19,6 @@ rule atlas:
         name=lambda wildcards: wildcards.atlas,
         resources_dir=RESOURCES,
         resolution_mm=config["atlas"]["resolution_mm"],
-        difumo_dimension=config["atlas"]["difumo_dimension"],
     log:
         f"{LOGS}/atlas/{{atlas}}.log",
     benchmark:
@@ -27,6 +26,7 @@ rule atlas:
     threads: 1
     resources:
         mem_mb=12000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:
@@ -52,6 +52,7 @@ rule coefficients:
     threads: 2
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:
@@ -74,6 +75,7 @@ rule brain_qc:
     threads: 2
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/brain.yaml"
     script:

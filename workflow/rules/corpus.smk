@@ -1,5 +1,16 @@
 # Stage 1: corpus (articles, peaks, QC) and the cross-validation folds.
 
+# Bookkeeping runs where Snakemake runs, never as a cluster job. A pubget download needs
+# the network, which compute nodes often lack: with source pubget the corpus job runs there too.
+localrules:
+    folds,
+
+
+if config["corpus"]["source"] == "pubget":
+
+    localrules:
+        corpus,
+
 
 rule corpus:
     output:
@@ -16,6 +27,7 @@ rule corpus:
     threads: config["corpus"]["pubget"]["n_jobs"]
     resources:
         mem_mb=4000,
+        **slurm(),
     conda:
         "../../envs/corpus.yaml"
     script:
@@ -29,6 +41,7 @@ rule folds:
         f"{RESULTS}/folds.parquet",
     params:
         n_folds=config["folds"]["n_folds"],
+        n_repeats=config["folds"]["n_repeats"],
         seed=config["folds"]["seed"],
     log:
         f"{LOGS}/folds.log",

@@ -3,14 +3,21 @@
 # (after a crash, or with more articles) embed only what is missing.
 from mnm.text import wants_gpu
 
+# Gathering the shards is bookkeeping: it runs where Snakemake runs.
+localrules:
+    gather_embeddings,
+
+
 TEXT_SHARDS = [str(s) for s in range(config["text"]["n_shards"])]
 # Evaluated once when the DAG is built: request a GPU only when embedding will use one.
 TEXT_ON_GPU = wants_gpu(config["text"]["device"])
 
-# Every (encoder, section) embedding table the configuration asks for.
+# Every section's embedding table by the models' encoder (text.encoder). Other entries of
+# text.encoders are only definitions: a --configfile that picks another encoder must not drag
+# the default config's encoder into the run.
 TEXT_EMBEDDINGS = expand(
     f"{RESULTS}/text/{{encoder}}/{{section}}/embeddings.parquet",
-    encoder=list(config["text"]["encoders"]),
+    encoder=[ENCODER],
     section=config["text"]["sections"],
 )
 
@@ -25,6 +32,7 @@ rule embed_shard:
         n_shards=config["text"]["n_shards"],
         device=config["text"]["device"],
         checkpoint_every=config["text"]["checkpoint_every"],
+        checkpoint_seconds=config["text"]["checkpoint_seconds"],
         cache_dir=lambda wildcards: f"{RESULTS}/cache/text/{wildcards.encoder}",
     log:
         f"{LOGS}/text/{{encoder}}/{{section}}/shard-{{shard}}.log",
@@ -34,6 +42,7 @@ rule embed_shard:
     resources:
         mem_mb=32000 if TEXT_ON_GPU else 4000,
         gpu=1 if TEXT_ON_GPU else 0,
+        **slurm(TEXT_ON_GPU),
     conda:
         "../../envs/text.yaml"
     script:

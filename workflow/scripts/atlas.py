@@ -1,13 +1,12 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.atlas import build_atlas
+with logged_job(snakemake):
+    from mnm.atlas import build_atlas
 
-build_atlas(
-    snakemake.params.name,
-    snakemake.params.resources_dir,
-    snakemake.output.atlas,
-    snakemake.output.components,
-    resolution_mm=snakemake.params.resolution_mm,
-    difumo_dimension=snakemake.params.difumo_dimension,
-)
+    build_atlas(
+        snakemake.params.name,
+        snakemake.params.resources_dir,
+        snakemake.output.atlas,
+        snakemake.output.components,
+        resolution_mm=snakemake.params.resolution_mm,
+    )

@@ -1,11 +1,12 @@
-from mnm.corpus import build_corpus
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-build_corpus(
-    snakemake.params.corpus,
-    snakemake.output.articles,
-    snakemake.output.peaks,
-    snakemake.output.qc,
-    resources_dir=snakemake.params.resources_dir,
-)
+with logged_job(snakemake):
+    from mnm.corpus import build_corpus
+
+    build_corpus(
+        snakemake.params.corpus,
+        snakemake.output.articles,
+        snakemake.output.peaks,
+        snakemake.output.qc,
+        resources_dir=snakemake.params.resources_dir,
+    )

@@ -1,7 +1,7 @@
-from mnm.folds import assign_folds
-from mnm.io import read_parquet, setup_logging, write_parquet
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-articles = read_parquet(snakemake.input.articles, columns=["article_id"])
-folds = assign_folds(articles["article_id"], snakemake.params.n_folds, snakemake.params.seed)
-write_parquet(folds, snakemake.output[0])
+with logged_job(snakemake):
+    from mnm.folds import write_folds
+
+    write_folds(snakemake.input.articles, snakemake.output[0], snakemake.params.n_folds,
+                snakemake.params.n_repeats, snakemake.params.seed)

@@ -1,7 +1,7 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.io import read_parquet  # noqa: E402
-from mnm.report.figures import recall_bars  # noqa: E402
+with logged_job(snakemake):
+    from mnm.io import read_parquet
+    from mnm.report.figures import recall_bars
 
-recall_bars(read_parquet(snakemake.input[0]), snakemake.output[0], snakemake.params.models_order)
+    recall_bars(read_parquet(snakemake.input[0]), snakemake.output[0], snakemake.params.models_order)

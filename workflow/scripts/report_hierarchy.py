@@ -1,9 +1,9 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.report.hierarchy import write_hierarchy_report  # noqa: E402
+with logged_job(snakemake):
+    from mnm.report.hierarchy import write_hierarchy_report
 
-write_hierarchy_report(
-    snakemake.input.test_embeddings, snakemake.input.coefficients,
-    snakemake.output.table, snakemake.output.figure, snakemake.output.points,
-)
+    out = snakemake.output
+    write_hierarchy_report(
+        snakemake.input.test_embeddings, out.table, out.geometry, out.points, out.figure, out.radii,
+    )

@@ -1,11 +1,12 @@
 from pathlib import Path
 
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.report.maps import write_poincare_figure  # noqa: E402
+with logged_job(snakemake):
+    from mnm.report.poincare import write_poincare_figure
 
-write_poincare_figure(
-    snakemake.input.model, Path(snakemake.input.atlas).parent, snakemake.output[0],
-    fwhm_mm=snakemake.params.fwhm_mm, zscore=snakemake.params.zscore,
-)
+    write_poincare_figure(
+        dict(zip(snakemake.params.labels, snakemake.input.models)), Path(snakemake.input.atlas).parent,
+        snakemake.input.coefficients, snakemake.output[0],
+        fwhm_mm=snakemake.params.fwhm_mm, zscore=snakemake.params.zscore,
+    )

@@ -1,9 +1,10 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.report.retrieval import write_retrieval_report  # noqa: E402
+with logged_job(snakemake):
+    from mnm.report.retrieval import evaluate_retrieval
 
-write_retrieval_report(
-    snakemake.input, snakemake.output.table, snakemake.output.markdown,
-    snakemake.output.comparison, models_order=snakemake.params.models_order,
-)
+    evaluate_retrieval(
+        snakemake.input, snakemake.output.metrics, snakemake.output.table, snakemake.output.markdown,
+        snakemake.output.comparison, snakemake.params.ks, models_order=snakemake.params.models_order,
+        seed=snakemake.params.seed,
+    )

@@ -1,17 +1,18 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.text import embed_shard
+with logged_job(snakemake):
+    from mnm.text import embed_shard
 
-embed_shard(
-    snakemake.input.articles,
-    snakemake.output[0],
-    encoder_cfg=snakemake.params.encoder_cfg,
-    section=snakemake.wildcards.section,
-    shard=int(snakemake.wildcards.shard),
-    n_shards=snakemake.params.n_shards,
-    cache_dir=snakemake.params.cache_dir,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    checkpoint_every=snakemake.params.checkpoint_every,
-)
+    embed_shard(
+        snakemake.input.articles,
+        snakemake.output[0],
+        encoder_cfg=snakemake.params.encoder_cfg,
+        section=snakemake.wildcards.section,
+        shard=int(snakemake.wildcards.shard),
+        n_shards=snakemake.params.n_shards,
+        cache_dir=snakemake.params.cache_dir,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        checkpoint_every=snakemake.params.checkpoint_every,
+        checkpoint_seconds=snakemake.params.checkpoint_seconds,
+    )

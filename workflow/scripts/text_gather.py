@@ -1,12 +1,12 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.text import gather_embeddings
+with logged_job(snakemake):
+    from mnm.text import gather_embeddings
 
-gather_embeddings(
-    snakemake.input.shards,
-    snakemake.input.articles,
-    snakemake.output.embeddings,
-    snakemake.output.qc,
-    section=snakemake.wildcards.section,
-)
+    gather_embeddings(
+        snakemake.input.shards,
+        snakemake.input.articles,
+        snakemake.output.embeddings,
+        snakemake.output.qc,
+        section=snakemake.wildcards.section,
+    )

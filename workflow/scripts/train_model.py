@@ -1,6 +1,6 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.train import train_fold_from_snakemake  # noqa: E402
+with logged_job(snakemake):
+    from mnm.train import train_fold_from_snakemake
 
-train_fold_from_snakemake(snakemake)
+    train_fold_from_snakemake(snakemake)

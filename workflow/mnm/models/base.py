@@ -1,7 +1,9 @@
-"""Building blocks and the model protocol shared by the trainable text-brain models.
+"""Building blocks, the model protocol and the one implementation of each shared loss/score.
 
-Every torch model trained by :mod:`mnm.train` follows :class:`TextBrainModel`: the trainer
-only calls these methods, so MNM, NeuroConText and the MLP regression share one loop.
+Every torch model trained by :mod:`mnm.training` follows :class:`TextBrainModel`: the trainer
+only calls these methods, so MNM, NeuroConText and the MLP regression share one loop. The
+encoders of MNM and NeuroConText are built by the same :func:`make_encoder`, so the two models
+differ only in their heads and losses (a fair comparison at matched width and dropout).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import nn
 __all__ = [
     "TextBrainModel",
     "ResidualHead",
-    "ProjectionHead",
+    "make_encoder",
     "symmetric_info_nce",
     "pairwise_pearson",
 ]
@@ -23,7 +25,12 @@ __all__ = [
 
 @runtime_checkable
 class TextBrainModel(Protocol):
-    """Protocol of the torch models trained per fold (see docs/architecture.md)."""
+    """Protocol of the torch models trained per fold (see docs/architecture.md).
+
+    Models may also define ``clamp_parameters()``, called by the trainer after every optimiser
+    step to keep learnable scalars (curvature, scales, logit scale) inside their bounds on the
+    *stored* parameters (a clamp inside ``forward`` would have zero gradient past the bound).
+    """
 
     def encode_text(self, x: torch.Tensor) -> torch.Tensor:
         """Map standardised text features ``(n, d_text)`` to embeddings as scored."""
@@ -45,14 +52,14 @@ class TextBrainModel(Protocol):
 
 
 class ResidualHead(nn.Module):
-    """Residual block ``LayerNorm(x + Dropout(GELU(Linear(x))))`` (NeuroConText's head).
+    """NeuroConText's residual block ``LayerNorm(x + Dropout(Linear(GELU(x))))``.
 
     Parameters
     ----------
     dim : int
         Feature dimension (input = output).
     dropout : float
-        Dropout probability after the activation.
+        Dropout probability on the residual branch.
     """
 
     def __init__(self, dim: int, dropout: float):
@@ -62,39 +69,31 @@ class ResidualHead(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.layer_norm(x + self.dropout(F.gelu(self.fc(x))))
+        return self.layer_norm(x + self.dropout(self.fc(F.gelu(x))))
 
 
-class ProjectionHead(nn.Module):
-    """CLIP-style projection ``LayerNorm(p + Dropout(Linear(GELU(p))))`` with ``p = Linear(x)``.
+def make_encoder(in_dim: int, latent_dim: int, dropout: float, n_residual: int = 3) -> nn.Sequential:
+    """``Linear(in_dim -> latent_dim)`` followed by ``n_residual`` :class:`ResidualHead` blocks.
 
-    Parameters
-    ----------
-    in_dim, out_dim : int
-        Input and output feature dimensions.
-    dropout : float
-        Dropout probability.
+    With ``n_residual=3`` this is NeuroConText's text encoder (its "projection head" is a
+    linear projection followed by one residual block, then two more residual blocks) and its
+    brain encoder (a linear projection and three residual blocks); MNM uses the same encoders.
+    The output ends in LayerNorm: its norm is about ``sqrt(latent_dim)`` for every input.
     """
-
-    def __init__(self, in_dim: int, out_dim: int, dropout: float):
-        super().__init__()
-        self.projection = nn.Linear(in_dim, out_dim)
-        self.fc = nn.Linear(out_dim, out_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.layer_norm = nn.LayerNorm(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        projected = self.projection(x)
-        return self.layer_norm(projected + self.dropout(self.fc(F.gelu(projected))))
+    if in_dim < 1 or latent_dim < 1:
+        raise ValueError(f"encoder dims must be >= 1, got in_dim={in_dim}, latent_dim={latent_dim}")
+    return nn.Sequential(nn.Linear(in_dim, latent_dim),
+                         *[ResidualHead(latent_dim, dropout) for _ in range(n_residual)])
 
 
 def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE of a square logit matrix whose matching pairs lie on the diagonal.
+    """Symmetric InfoNCE (CLIP) of a square logit matrix whose matching pairs lie on the diagonal.
 
     Parameters
     ----------
     logits : torch.Tensor, shape (n, n)
-        ``logits[i, j]`` scores text ``i`` against brain ``j``.
+        ``logits[i, j]`` scores text ``i`` against brain ``j`` (already divided by the
+        temperature).
 
     Returns
     -------
@@ -107,7 +106,7 @@ def symmetric_info_nce(logits: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def pairwise_pearson(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def pairwise_pearson(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Pearson correlation between every row of ``pred`` and every row of ``true``.
 
     Parameters
@@ -116,15 +115,12 @@ def pairwise_pearson(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) 
         Predicted coefficient vectors.
     true : torch.Tensor, shape (n_brain, d)
         Candidate coefficient vectors.
-    eps : float
-        Guards constant rows (their correlation is 0).
 
     Returns
     -------
     torch.Tensor, shape (n_text, n_brain)
+        Constant rows get correlation 0 (not NaN).
     """
     pred = pred - pred.mean(dim=1, keepdim=True)
     true = true - true.mean(dim=1, keepdim=True)
-    pred = pred / (pred.norm(dim=1, keepdim=True) + eps)
-    true = true / (true.norm(dim=1, keepdim=True) + eps)
-    return pred @ true.T
+    return F.normalize(pred, dim=1) @ F.normalize(true, dim=1).T

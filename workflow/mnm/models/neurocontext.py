@@ -1,10 +1,11 @@
 """NeuroConText baseline (Ghayem et al., MICCAI 2024): Euclidean CLIP between text and brain.
 
-Text: ``ProjectionHead(d_text -> latent)`` + 2 :class:`ResidualHead`; brain: a linear
-projection ``d_brain -> latent`` + 3 :class:`ResidualHead`; both L2-normalised, so the score
-is the cosine similarity. Loss: symmetric InfoNCE on ``logit_scale * cosine``, with a
-learnable logit scale (a multiplier, initialised at 10 as in NeuroConText, kept in log space
-so it stays positive and clamped to ``[1, logit_scale_max]`` as CLIP does).
+Text and brain encoders: a linear projection to ``latent_dim`` and three
+:class:`~mnm.models.base.ResidualHead` blocks (:func:`~mnm.models.base.make_encoder`, shared
+with MNM); both outputs L2-normalised, so the score is the cosine similarity. Loss: symmetric
+InfoNCE on ``logit_scale * cosine``, with a learnable logit scale (a multiplier, initialised at
+10 as in NeuroConText, kept in log space so it stays positive, and clamped to
+``[1, logit_scale_max]`` on the stored parameter after each optimiser step, as CLIP does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnm.models.base import ProjectionHead, ResidualHead, symmetric_info_nce
+from mnm.models.base import make_encoder, symmetric_info_nce
 
 __all__ = ["NeuroConText"]
 
@@ -49,21 +50,20 @@ class NeuroConText(nn.Module):
         super().__init__()
         if logit_scale_init <= 0:
             raise ValueError(f"logit_scale_init must be positive, got {logit_scale_init}")
-        self.text_encoder = nn.Sequential(
-            ProjectionHead(text_dim, latent_dim, dropout),
-            *[ResidualHead(latent_dim, dropout) for _ in range(2)],
-        )
-        self.brain_encoder = nn.Sequential(
-            nn.Linear(brain_dim, latent_dim),
-            *[ResidualHead(latent_dim, dropout) for _ in range(3)],
-        )
+        self.text_encoder = make_encoder(text_dim, latent_dim, dropout)
+        self.brain_encoder = make_encoder(brain_dim, latent_dim, dropout)
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
         self.logit_scale_max = float(logit_scale_max)
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """The clamped multiplier applied to cosine similarities in the loss."""
-        return self.log_logit_scale.clamp(0.0, math.log(self.logit_scale_max)).exp()
+        """The multiplier applied to cosine similarities in the loss."""
+        return self.log_logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        """Keep the stored logit scale in ``[1, logit_scale_max]`` (after each optimiser step)."""
+        self.log_logit_scale.clamp_(0.0, math.log(self.logit_scale_max))
 
     def encode_text(self, x: torch.Tensor) -> torch.Tensor:
         """Return L2-normalised text embeddings ``(n, latent_dim)``."""

@@ -1,38 +1,43 @@
 """Regression baselines: predict atlas coefficients from text, retrieve by correlation.
 
 - ``ridge``: scikit-learn :class:`~sklearn.linear_model.RidgeCV` on the (standardised) text
-  embeddings; its efficient leave-one-out picks the regularisation among ``alphas``.
-- ``mlp``: :class:`MLPRegression`, a one-hidden-layer torch MLP trained by the shared loop of
-  :mod:`mnm.train` (MSE loss; epoch chosen on validation retrieval like the contrastive models).
-- ``tfidf``: NeuroQuery-style TF-IDF of the article section text + RidgeCV.
+  embeddings; its efficient leave-one-out picks the regularisation among ``alphas``. Stored
+  as plain arrays (:class:`LinearMap`).
+- ``mlp``: :class:`MLPRegression`, a one-hidden-layer torch MLP trained by the shared torch
+  recipe (MSE loss; epoch chosen on validation retrieval like the contrastive models).
+- ``tfidf``: NeuroQuery-style TF-IDF of the article section text + RidgeCV, stored as its
+  vocabulary, idf weights and ridge arrays (:class:`TfidfRidge`).
 
 Retrieval score of every regression = Pearson correlation between the predicted coefficient
 vector (text side) and each candidate's true coefficient vector (brain side).
+scikit-learn is imported inside the fitting functions only: a job that trains a torch model
+never pays its import time.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import RidgeCV
-from sklearn.pipeline import Pipeline
 from torch import nn
 
 from mnm.models.base import pairwise_pearson
 
 __all__ = [
     "MLPRegression",
+    "LinearMap",
+    "TfidfRidge",
     "fit_ridge",
     "fit_tfidf_ridge",
     "section_texts",
-    "pearson_score_matrix",
-    "SECTIONS",
+    "TFIDF_PARAMS",
 ]
 
-SECTIONS = ("title", "abstract", "body", "title_abstract")
+#: TF-IDF settings (NeuroQuery-like): English stop words, sublinear term frequency.
+TFIDF_PARAMS = {"stop_words": "english", "sublinear_tf": True, "min_df": 1}
 
 
 class MLPRegression(nn.Module):
@@ -80,23 +85,81 @@ class MLPRegression(nn.Module):
         return {}
 
 
-def fit_ridge(X: np.ndarray, Y: np.ndarray, alphas) -> RidgeCV:
+@dataclass
+class LinearMap:
+    """A fitted linear regression ``Y = X @ coef.T + intercept`` as plain arrays.
+
+    Attributes
+    ----------
+    coef : numpy.ndarray, shape (n_outputs, n_features)
+    intercept : numpy.ndarray, shape (n_outputs,)
+    alpha : float
+        The regularisation RidgeCV chose.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    alpha: float
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted outputs, float64."""
+        return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
+
+
+def fit_ridge(X: np.ndarray, Y: np.ndarray, alphas) -> LinearMap:
     """Fit a multi-output :class:`~sklearn.linear_model.RidgeCV` (one alpha for all outputs).
 
     Parameters
     ----------
     X : array, shape (n, d_text)
-        Standardised text features.
+        Text features.
     Y : array, shape (n, d_brain)
         Brain coefficients.
     alphas : sequence of float
         Candidate regularisation strengths (chosen by efficient leave-one-out).
     """
-    return RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(X, Y)
+    from sklearn.linear_model import RidgeCV
+
+    ridge = RidgeCV(alphas=np.asarray(alphas, dtype=float)).fit(X, Y)
+    return LinearMap(np.atleast_2d(np.asarray(ridge.coef_, dtype=np.float64)),
+                     np.atleast_1d(np.asarray(ridge.intercept_, dtype=np.float64)),
+                     float(ridge.alpha_))
 
 
-def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> Pipeline:
-    """Fit TF-IDF (NeuroQuery-like: English stop words, sublinear tf) followed by RidgeCV.
+@dataclass
+class TfidfRidge:
+    """TF-IDF features of a text followed by a :class:`LinearMap`, stored as plain data.
+
+    Attributes
+    ----------
+    vocabulary : dict
+        Term -> column index of the fitted vectoriser.
+    idf : numpy.ndarray
+        Inverse document frequencies of those columns.
+    ridge : LinearMap
+        Regression from TF-IDF features to coefficients.
+    """
+
+    vocabulary: dict
+    idf: np.ndarray
+    ridge: LinearMap
+
+    def vectorizer(self):
+        """A scikit-learn :class:`~sklearn.feature_extraction.text.TfidfVectorizer` with this
+        vocabulary and idf (no fitting; transforms exactly like the fitted one)."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vectorizer = TfidfVectorizer(vocabulary=self.vocabulary, **TFIDF_PARAMS)
+        vectorizer.idf_ = np.asarray(self.idf, dtype=np.float64)
+        return vectorizer
+
+    def predict(self, texts) -> np.ndarray:
+        """Predicted coefficients of raw texts, float64."""
+        return self.ridge.predict(self.vectorizer().transform(list(texts)).toarray())
+
+
+def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> TfidfRidge:
+    """Fit TF-IDF (:data:`TFIDF_PARAMS`) followed by RidgeCV.
 
     Parameters
     ----------
@@ -108,24 +171,14 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> 
         Candidate regularisation strengths.
     max_features : int
         Vocabulary size.
-
-    Returns
-    -------
-    sklearn.pipeline.Pipeline
-        ``predict(texts)`` returns coefficients.
     """
-    pipeline = Pipeline(
-        [
-            (
-                "tfidf",
-                TfidfVectorizer(
-                    max_features=int(max_features), stop_words="english", sublinear_tf=True, min_df=1
-                ),
-            ),
-            ("ridge", RidgeCV(alphas=np.asarray(alphas, dtype=float))),
-        ]
-    )
-    return pipeline.fit(list(texts), Y)
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(max_features=int(max_features), **TFIDF_PARAMS)
+    features = vectorizer.fit_transform(list(texts)).toarray()
+    vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
+    return TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64),
+                      fit_ridge(features, Y, alphas))
 
 
 def section_texts(articles: pd.DataFrame, section: str) -> pd.Series:
@@ -144,19 +197,3 @@ def section_texts(articles: pd.DataFrame, section: str) -> pd.Series:
         raise KeyError(str(error)) if "missing column" in str(error) else error
     return pd.Series([t or "" for t in texts],
                      index=articles["article_id"].astype(str).to_numpy(), dtype=object)
-
-
-def pearson_score_matrix(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """NumPy Pearson correlation of every predicted row with every true row (float64).
-
-    Constant rows get correlation 0 rather than NaN.
-    """
-    pred = np.asarray(pred, dtype=np.float64)
-    true = np.asarray(true, dtype=np.float64)
-    pred = pred - pred.mean(axis=1, keepdims=True)
-    true = true - true.mean(axis=1, keepdims=True)
-    pred_norm = np.linalg.norm(pred, axis=1, keepdims=True)
-    true_norm = np.linalg.norm(true, axis=1, keepdims=True)
-    pred = np.divide(pred, pred_norm, out=np.zeros_like(pred), where=pred_norm > 0)
-    true = np.divide(true, true_norm, out=np.zeros_like(true), where=true_norm > 0)
-    return pred @ true.T

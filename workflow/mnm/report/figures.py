@@ -17,6 +17,8 @@ __all__ = [
     "save_figure",
     "recall_bars",
     "hierarchy_histograms",
+    "radius_histograms",
+    "tradeoff_curve",
     "poincare_disk",
     "glass_brain_row",
 ]
@@ -34,6 +36,8 @@ def recall_bars(summary: pd.DataFrame, path, models_order=None) -> None:
     section x direction; chance levels as black ticks."""
     table = summary[summary["metric"].isin(["recall", "mix_and_match"])].copy()
     table["label"] = np.where(table["metric"] == "recall", "R@" + table["k"].astype(str), "M&M")
+    if "atlas" in table and table["atlas"].nunique() > 1:  # one row of panels per (atlas, section)
+        table["section"] = table["atlas"] + ", " + table["section"]
     sections = list(dict.fromkeys(table["section"]))
     models = [m for m in (models_order or dict.fromkeys(table["model"])) if m in set(table["model"])]
     fig, axes = plt.subplots(
@@ -61,47 +65,94 @@ def recall_bars(summary: pd.DataFrame, path, models_order=None) -> None:
 
 
 def hierarchy_histograms(points: pd.DataFrame, table: pd.DataFrame, path) -> None:
-    """2D histograms of brain x0 against n_active, one panel per hyperbolic model x section."""
-    groups = list(points.groupby(["model", "section"], sort=False)) if len(points) else []
+    """2D histograms of brain radius against n_active, one panel per hyperbolic model x section x atlas."""
+    groups = list(points.groupby(["model", "section", "atlas"], sort=False)) if len(points) else []
     n = max(len(groups), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
     if not groups:
         axes[0, 0].text(0.5, 0.5, "no hyperbolic model trained", ha="center", va="center")
         axes[0, 0].set_axis_off()
-    for ax, ((model, section), group) in zip(axes[0], groups):
-        ax.hist2d(group["n_active"], group["x0"], bins=(min(30, group["n_active"].nunique() + 1), 30),
-                  cmap="viridis", cmin=1)
-        pooled = table[(table["model"] == model) & (table["section"] == section)
-                       & (table["fold"] == "pooled")]
-        tau = pooled["tau"].iloc[0] if len(pooled) else np.nan
-        ax.set_title(f"{model} ({section}): τ = {tau:.2f}")
+    for ax, ((model, section, atlas), group) in zip(axes[0], groups):
+        ax.hist2d(group["n_active"], group["brain_radius"],
+                  bins=(min(30, group["n_active"].nunique() + 1), 30), cmap="viridis", cmin=1)
+        mean = table[(table["model"] == model) & (table["section"] == section) & (table["atlas"] == atlas)
+                     & (table["fold"] == "mean")]
+        tau = mean["tau"].iloc[0] if len(mean) else np.nan
+        ax.set_title(f"{model} ({section}, {atlas}): τ = {tau:.2f}", fontsize=9)
         ax.set_xlabel("active components")
-        ax.set_ylabel("brain embedding x0")
+        ax.set_ylabel("brain radius d(x, O)")
     save_figure(fig, path)
 
 
-def poincare_disk(levels: dict, path, title: str = "") -> None:
-    """Parcel embeddings on the unit Poincare disk, one panel per hierarchy level.
+def radius_histograms(points: pd.DataFrame, geometry: pd.DataFrame, path) -> None:
+    """Histograms of the distance to the origin per model (rows) and modality (columns)."""
+    groups = list(points.groupby(["model", "section", "atlas"], sort=False)) if len(points) else []
+    fig, axes = plt.subplots(max(len(groups), 1), 2, figsize=(8, 2.4 * max(len(groups), 1)), squeeze=False)
+    if not groups:
+        for ax in axes[0]:
+            ax.set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "no hyperbolic model trained", ha="center", va="center")
+    for row, ((model, section, atlas), group) in enumerate(groups):
+        for col, modality in enumerate(("brain", "text")):
+            ax = axes[row, col]
+            ax.hist(group[f"{modality}_radius"], bins=40, color="C0" if modality == "brain" else "C1")
+            info = geometry[(geometry["model"] == model) & (geometry["section"] == section)
+                            & (geometry["atlas"] == atlas) & (geometry["modality"] == modality)]
+            cv = info["radius_cv"].iloc[0] if len(info) else np.nan
+            ax.set_title(f"{model} ({section}, {atlas}) {modality}: CV {cv:.3f}", fontsize=9)
+            ax.set_xlabel("distance to the origin")
+    save_figure(fig, path)
+
+
+def tradeoff_curve(summary: pd.DataFrame, baseline: dict, path) -> None:
+    """Test Recall@10 against Kendall tau(brain radius, active parcels), one line per radius
+    head, points labelled by lambda_hier; NeuroConText's Recall@10 as a horizontal band."""
+    fig, ax = plt.subplots(figsize=(6.2, 4.2))
+    for i, (head, part) in enumerate(summary.groupby("head", sort=False)):
+        part = part.sort_values("lambda_hier")
+        ax.errorbar(part["tau_mean"], 100 * part["recall_mean"], xerr=part["tau_std"],
+                    yerr=100 * part["recall_std"], marker="o", capsize=2, label=f"MNM, {head} radius",
+                    color=f"C{i}")
+        for row in part.itertuples():
+            ax.annotate(f"λ={row.lambda_hier:g}", (row.tau_mean, 100 * row.recall_mean), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    if baseline:
+        ax.axhline(100 * baseline["mean"], color="k", linewidth=1, label="NeuroConText")
+        ax.axhspan(100 * (baseline["mean"] - baseline["std"]), 100 * (baseline["mean"] + baseline["std"]),
+                   color="k", alpha=0.08)
+    ax.axvline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("Kendall τ (brain radius, active parcels)  ← hierarchy")
+    ax.set_ylabel("test Recall@10 (%), mean of both directions")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def poincare_disk(rows: dict, path, title: str = "") -> None:
+    """Points on the unit Poincare disk: one row per model, one panel per point set.
 
     Parameters
     ----------
-    levels : dict
-        ``{level_name: (coordinates (n, 2), labels (n,))}``.
+    rows : dict
+        ``{row_label: {panel_title: (coordinates (n, 2), labels or None, colour values (n,),
+        colour label)}}``; labels are written next to the points when there are at most 30.
     """
-    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 4.6), squeeze=False)
-    for ax, (level, (coords, labels)) in zip(axes[0], levels.items()):
-        ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="k", linewidth=1))
-        radius = np.linalg.norm(coords, axis=1)
-        scatter = ax.scatter(coords[:, 0], coords[:, 1], c=radius, cmap="plasma", s=18)
-        if len(labels) <= 30:
-            for (x, y), label in zip(coords, labels):
-                ax.annotate(str(label)[:18], (x, y), fontsize=5)
-        ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(-1.05, 1.05)
-        ax.set_aspect("equal")
-        ax.set_title(f"{level} ({len(labels)} parcels)")
-        ax.set_axis_off()
-        fig.colorbar(scatter, ax=ax, shrink=0.6, label="disk radius")
+    n_cols = max(len(panels) for panels in rows.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(4.3 * n_cols, 4.3 * len(rows)), squeeze=False)
+    for r, (row_label, panels) in enumerate(rows.items()):
+        for c in range(n_cols):
+            axes[r, c].set_axis_off()
+        for c, (panel, (coords, labels, colours, colour_label)) in enumerate(panels.items()):
+            ax = axes[r, c]
+            ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="k", linewidth=1))
+            scatter = ax.scatter(coords[:, 0], coords[:, 1], c=colours, cmap="plasma", s=10)
+            if labels is not None and len(labels) <= 30:
+                for (x, y), label in zip(coords, labels):
+                    ax.annotate(str(label)[:18], (x, y), fontsize=5)
+            ax.set_xlim(-1.05, 1.05)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_aspect("equal")
+            ax.set_title(f"{row_label}: {panel}", fontsize=9)
+            fig.colorbar(scatter, ax=ax, shrink=0.6, label=colour_label)
     if title:
         fig.suptitle(title)
     save_figure(fig, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,15 @@ import pyarrow.parquet as pq
 
 from mnm.io import read_parquet, write_parquet
 from mnm.text.cache import EmbeddingCache, text_hash
-from mnm.text.encoder import EmbedProgress, Encoder
+from mnm.text.encoder import EmbedProgress, Encoder, plan_batches
 from mnm.text.sections import required_columns, section_texts
 
 logger = logging.getLogger(__name__)
 
 REASON_EMPTY = "empty section"
 REASON_NO_TOKENS = "no tokens"
+#: Texts tokenized at a time by :func:`embed_shard`.
+TOKENIZE_BLOCK = 1024
 
 
 def shard_of(article_id: str, n_shards: int) -> int:
@@ -90,7 +93,8 @@ def embed_shard(
     cache_dir,
     device: str = "auto",
     threads: int | None = None,
-    checkpoint_every: int = 256,
+    checkpoint_every: int = 64,
+    checkpoint_seconds: float = 30.0,
     encoder: Encoder | None = None,
 ) -> dict:
     """Embed one shard of articles, reusing and filling the per-text cache.
@@ -113,8 +117,10 @@ def embed_shard(
         auto, cpu or cuda.
     threads : int, optional
         torch CPU threads.
-    checkpoint_every : int
-        Texts embedded between two cache flushes (a killed job loses at most these).
+    checkpoint_every, checkpoint_seconds : int, float
+        The per-text cache is flushed after every forward batch that brings the unflushed
+        texts to ``checkpoint_every`` or that ends ``checkpoint_seconds`` after the last flush,
+        whichever comes first: a killed job loses at most that much work.
     encoder : Encoder, optional
         An already built encoder (tests); else built from ``encoder_cfg``.
 
@@ -150,21 +156,24 @@ def embed_shard(
                 section, shard, n_shards, len(ids), len(reasons), len(keyed) - len(todo), len(todo))
 
     no_tokens: set[str] = set()
+    flusher = _Flusher(cache, by_hash, f"{section}-shard{shard}", checkpoint_every, checkpoint_seconds)
     progress = EmbedProgress(total=len(todo), desc=f"{section} shard {shard}")
     try:
-        for start in range(0, len(todo), max(1, int(checkpoint_every))):
-            chunk = todo[start : start + max(1, int(checkpoint_every))]
-            tokens = encoder.tokenize([text_of[h] for h in chunk])
+        # Tokenized a block at a time (full-text token lists of a whole shard would not fit
+        # in memory at paper scale); forward batches are planned by token budget in a block.
+        for start in range(0, len(todo), TOKENIZE_BLOCK):
+            block = todo[start:start + TOKENIZE_BLOCK]
+            tokens = encoder.tokenize([text_of[h] for h in block])
+            no_tokens.update(h for h, t in zip(block, tokens) if len(t) == 0)
             usable = [i for i, t in enumerate(tokens) if len(t) > 0]
-            no_tokens.update(chunk[i] for i in range(len(chunk)) if not tokens[i])
-            if usable:
-                matrix = encoder.embed_token_ids([tokens[i] for i in usable], progress=progress)
-                hashes = [chunk[i] for i in usable]
-                cache.add(hashes, matrix, tag=f"{section}-shard{shard}")
-                by_hash.update(zip(hashes, matrix))
-            progress.advance(len(chunk) - len(usable), 0)
+            progress.advance(len(block) - len(usable), 0)
+            for batch in plan_batches([len(tokens[i]) for i in usable], encoder.batch_tokens):
+                rows = [usable[b] for b in batch]
+                flusher.add([block[i] for i in rows],
+                            encoder.embed_token_ids([tokens[i] for i in rows], progress=progress))
     finally:
         progress.close()
+    flusher.flush()
 
     for article, h in keyed.items():
         if h in no_tokens:
@@ -175,6 +184,30 @@ def embed_shard(
              "qc": len(reasons), "tokens_per_s": round(progress.tokens_per_second)}
     logger.info("%s shard %d done: %s", section, shard, stats)
     return stats
+
+
+class _Flusher:
+    """Collects embedded vectors and writes them to the cache by count or by time."""
+
+    def __init__(self, cache: EmbeddingCache, by_hash: dict, tag: str, every: int, seconds: float):
+        self.cache, self.by_hash, self.tag = cache, by_hash, tag
+        self.every, self.seconds = max(1, int(every)), float(seconds)
+        self.hashes: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.last = time.monotonic()
+
+    def add(self, hashes: list[str], matrix: np.ndarray) -> None:
+        self.hashes += hashes
+        self.vectors += list(matrix)
+        self.by_hash.update(zip(hashes, matrix))
+        if len(self.hashes) >= self.every or time.monotonic() - self.last >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.hashes:
+            self.cache.add(self.hashes, np.stack(self.vectors), tag=self.tag)
+            logger.debug("flushed %d texts to the cache", len(self.hashes))
+        self.hashes, self.vectors, self.last = [], [], time.monotonic()
 
 
 def gather_embeddings(shard_paths, articles_path, embeddings_path, qc_path, section: str | None = None) -> dict:

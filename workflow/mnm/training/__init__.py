@@ -1,0 +1,1 @@
+"""Training internals: aligned inputs and splits, the torch recipe, per-family trainers."""

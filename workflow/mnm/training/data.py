@@ -1,0 +1,177 @@
+"""Inputs of a training job, aligned on their common articles, and the per-fold splits.
+
+The fold table holds one assignment per *repeat* of the cross-validation
+(``folds.parquet``: article_id, repeat, fold; see :func:`mnm.folds.assign_repeated_folds`).
+For repeat ``r`` and fold ``k``: test = the articles of fold ``k``; the other folds are split
+by :func:`mnm.folds.validation_split` into a *fit* set and an inner *validation* set that
+chooses the epoch and any hyper-parameter; the test fold is never looked at before the final
+embeddings are written (the public MNM code selects on the test fold; we do not). Fold
+``"all"`` trains on every article (validation still carved) for queries and figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mnm.folds import validation_split
+from mnm.io import read_matrix, read_parquet
+
+__all__ = ["FoldInputs", "Split", "load_fold_inputs", "split_fold"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldInputs:
+    """Aligned inputs of one training job (rows in the order of ``ids``).
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of str
+        Sorted article ids present in every input.
+    text, brain : numpy.ndarray, float32
+        Text embeddings and brain coefficients.
+    n_active : numpy.ndarray, float32
+        Active atlas components per article (the hierarchy level ``R``).
+    folds : dict
+        Repeat -> fold of each article (aligned with ``ids``).
+    texts : pandas.Series or None
+        Section text per article (TF-IDF only).
+    missing : dict
+        Per input, how many ids of the union it lacks.
+    """
+
+    ids: np.ndarray
+    text: np.ndarray
+    brain: np.ndarray
+    n_active: np.ndarray
+    folds: dict
+    texts: pd.Series | None = None
+    missing: dict = field(default_factory=dict)
+
+
+@dataclass
+class Split:
+    """Row indices (into :class:`FoldInputs`) of the fit, validation and test articles."""
+
+    fit: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def _check_unique(ids: np.ndarray, path) -> None:
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{path}: duplicated article_id, e.g. {unique[counts > 1][:5].tolist()}")
+
+
+def _fold_columns(folds_table: pd.DataFrame, path) -> pd.DataFrame:
+    """Wide table article_id x repeat -> fold (a table without ``repeat`` is repeat 0)."""
+    for column in ("article_id", "fold"):
+        if column not in folds_table.columns:
+            raise KeyError(f"{path}: column {column!r} missing")
+    table = folds_table.assign(article_id=folds_table["article_id"].astype(str))
+    if "repeat" not in table.columns:
+        table["repeat"] = 0
+    if table.duplicated(["article_id", "repeat"]).any():
+        raise ValueError(f"{path}: an article appears twice in one repeat")
+    return table.pivot(index="article_id", columns="repeat", values="fold")
+
+
+def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, section=None) -> FoldInputs:
+    """Read and align the inputs on the intersection of their article ids.
+
+    Parameters
+    ----------
+    text_path : path
+        ``text/{encoder}/{section}/embeddings.parquet`` (article_id, embedding).
+    brain_path : path
+        ``brain/{atlas}/coefficients.parquet`` (article_id, coefficients, n_peaks, n_active).
+    folds_path : path
+        ``folds.parquet`` (article_id, repeat, fold).
+    articles_path : path, optional
+        ``corpus/articles.parquet``; when given with ``section``, the section texts are
+        returned too (TF-IDF) and the ids are also intersected with the corpus.
+    section : str, optional
+        Text section, for ``texts``.
+    """
+    from mnm.models.regression import section_texts
+
+    text_ids, text = read_matrix(text_path, "embedding")
+    brain_ids, brain = read_matrix(brain_path, "coefficients")
+    brain_table = read_parquet(brain_path, columns=["article_id", "n_active"])
+    fold_columns = _fold_columns(read_parquet(folds_path), folds_path)
+    tables = {"text": text_ids.astype(str), "brain": brain_ids.astype(str),
+              "folds": fold_columns.index.to_numpy()}
+    for name, path in (("text", text_path), ("brain", brain_path)):
+        _check_unique(tables[name], path)
+    texts = None
+    if articles_path is not None:
+        articles = read_parquet(articles_path)
+        if "article_id" not in articles.columns:
+            raise KeyError(f"{articles_path}: column 'article_id' missing")
+        tables["articles"] = articles["article_id"].astype(str).to_numpy()
+        if section is not None:
+            texts = section_texts(articles, section)
+    union = set().union(*map(set, tables.values()))
+    common = sorted(set.intersection(*map(set, tables.values())))
+    if not common:
+        raise ValueError(f"no article is present in all inputs ({text_path}, {brain_path}, {folds_path})")
+    missing = {name: len(union) - len(set(ids)) for name, ids in tables.items()}
+    for name, count in missing.items():
+        if count:
+            log.info("%d of %d articles missing from the %s input (dropped)", count, len(union), name)
+    if not np.all(np.isfinite(text)):
+        raise ValueError(f"{text_path}: non-finite values in embeddings")
+    if not np.all(np.isfinite(brain)):
+        raise ValueError(f"{brain_path}: non-finite values in coefficients")
+
+    def rows(ids) -> np.ndarray:
+        return pd.Index(ids).get_indexer(common)
+
+    aligned_folds = fold_columns.loc[common]
+    return FoldInputs(
+        ids=np.asarray(common, dtype=object),
+        text=text[rows(tables["text"])],
+        brain=brain[rows(tables["brain"])],
+        n_active=brain_table["n_active"].to_numpy()[rows(tables["brain"])].astype(np.float32),
+        folds={int(r): aligned_folds[r].to_numpy().astype(np.int64) for r in aligned_folds.columns},
+        texts=None if texts is None else texts.loc[common],
+        missing=missing,
+    )
+
+
+def split_fold(ids, folds, fold, validation_fraction: float, seed: int) -> Split:
+    """Indices of the fit, validation and test articles of one fold of one repeat.
+
+    Parameters
+    ----------
+    ids : array of str
+        Article ids (aligned with ``folds``).
+    folds : array of int
+        Fold of each article in this repeat.
+    fold : int or "all"
+        The held-out fold; ``"all"`` trains on everything and "tests" on everything.
+    validation_fraction : float
+        Share of the training articles used as inner validation set.
+    seed : int
+        Seed of the validation split.
+    """
+    ids = np.asarray(ids, dtype=object).astype(str)
+    folds = np.asarray(folds)
+    if str(fold) == "all":
+        train_mask = np.ones(len(ids), dtype=bool)
+        test_mask = train_mask
+    else:
+        fold = int(fold)
+        if fold not in set(folds.tolist()):
+            raise ValueError(f"fold {fold} has no article (folds present: {sorted(set(folds.tolist()))})")
+        test_mask = folds == fold
+        train_mask = ~test_mask
+    fit_ids, val_ids = validation_split(ids[train_mask], validation_fraction, seed)
+    index = pd.Index(ids)
+    return Split(index.get_indexer(fit_ids), index.get_indexer(val_ids), np.flatnonzero(test_mask))

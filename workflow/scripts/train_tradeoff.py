@@ -1,0 +1,6 @@
+from mnm.io import logged_job
+
+with logged_job(snakemake):
+    from mnm.train import train_tradeoff_from_snakemake
+
+    train_tradeoff_from_snakemake(snakemake)
