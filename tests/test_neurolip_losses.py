@@ -94,7 +94,7 @@ def test_neurolip_forward_cosines_and_logit_scale_clamp():
     assert cosine.abs().max() <= 1 + 1e-6 and (cosine[:, 0, 2:] == 0).all()
     with torch.no_grad():
         model.log_logit_scale.fill_(10.0)
-    model.clamp_()
+    model.clamp_parameters()
     assert float(model.logit_scale.detach()) == pytest.approx(100.0)
 
 

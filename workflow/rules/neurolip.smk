@@ -1,12 +1,12 @@
 # NeuroLIP branch: subject connectomes <-> phenotype texts (TTCA, CALT, fairness losses),
-# per-fold training of the full model and its ablations, a connectivity + logistic-regression
-# baseline, and a report page. Not part of `rule all` (its CPU time on the generated fixture
-# is several minutes, above the 60 s the default run can spare); run it with
+# per-fold training of the full model and its ablations, a connectivity + logistic model
+# baseline, and a report page. Not part of `rule all` (about 8 minutes of CPU time on the
+# generated fixture, 20 training jobs; docs/neurolip.md); run it with
 #   snakemake --cores all neurolip
 # Logic lives in mnm.neurolip; see docs/neurolip.md.
 from pathlib import Path
 
-from mnm.neurolip.fetch import abide_strategy
+from mnm.neurolip.fetch import config_strategy
 from mnm.neurolip.fixture import PHENOTYPIC_FILE
 from mnm.neurolip.rois import default_atlas
 
@@ -19,9 +19,7 @@ NL_BENCHMARKS = f"{BENCHMARKS}/neurolip/{NL_DATASET}"
 NL_FOLDS = [str(f) for f in range(NL["n_folds"])]
 # The GENERATED fixture lives with the results (it is generated, never a cached download).
 NL_FIXTURE = f"{RESULTS}/neurolip/generated_fixture"
-NL_STRATEGY = abide_strategy(
-    NL["abide"]["band_pass_filtering"], NL["abide"]["global_signal_regression"]
-)
+NL_STRATEGY = config_strategy(NL["abide"])
 NL_FIXTURE_PHENOTYPIC = f"{NL_FIXTURE}/ABIDE_pcp/{PHENOTYPIC_FILE}"
 # nilearn data folder of real downloads (the fixture's is its own root).
 NL_DOWNLOADS = NL["data_dir"] or f"{RESOURCES}/neurolip"
@@ -93,6 +91,7 @@ rule neurolip_data:
     threads: 1
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/neurolip.yaml"
     script:
@@ -118,6 +117,8 @@ rule neurolip_texts:
     threads: 2
     resources:
         mem_mb=4000,
+        gpu=1 if TEXT_ON_GPU else 0,
+        **slurm(TEXT_ON_GPU),
     conda:
         "../../envs/neurolip.yaml"
     script:
@@ -146,6 +147,7 @@ rule neurolip_train:
     threads: NL["threads"]
     resources:
         mem_mb=4000,
+        **slurm(),
     conda:
         "../../envs/neurolip.yaml"
     script:
@@ -167,6 +169,7 @@ rule neurolip_baseline:
     threads: 1
     resources:
         mem_mb=4000,
+        **slurm(),
     conda:
         "../../envs/neurolip.yaml"
     script:
@@ -205,6 +208,7 @@ rule neurolip_report:
     threads: 1
     resources:
         mem_mb=8000,
+        **slurm(),
     conda:
         "../../envs/neurolip.yaml"
     script:

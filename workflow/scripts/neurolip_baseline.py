@@ -1,15 +1,15 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from pathlib import Path
+with logged_job(snakemake):
+    from pathlib import Path
 
-from mnm.neurolip.baseline import run_baseline_fold
+    from mnm.neurolip.baseline import run_baseline_fold
 
-run_baseline_fold(
-    Path(snakemake.input.subjects).parent,
-    int(snakemake.wildcards.nl_fold),
-    Path(snakemake.output.metrics).parent,
-    C=snakemake.params.C,
-    sensitive=snakemake.params.sensitive,
-    seed=snakemake.params.seed,
-)
+    run_baseline_fold(
+        Path(snakemake.input.subjects).parent,
+        int(snakemake.wildcards.nl_fold),
+        Path(snakemake.output.metrics).parent,
+        C=snakemake.params.C,
+        sensitive=snakemake.params.sensitive,
+        seed=snakemake.params.seed,
+    )

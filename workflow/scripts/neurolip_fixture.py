@@ -1,12 +1,12 @@
-from mnm.io import setup_logging
+from mnm.io import logged_job
 
-setup_logging(snakemake.log[0])
-from mnm.neurolip.fixture import FixtureSpec, write_fixture
+with logged_job(snakemake):
+    from mnm.neurolip.fixture import FixtureSpec, write_fixture
 
-write_fixture(
-    snakemake.params.root,
-    FixtureSpec(**snakemake.params.spec),
-    derivative=snakemake.params.derivative,
-    pipeline=snakemake.params.pipeline,
-    strategy=snakemake.params.strategy,
-)
+    write_fixture(
+        snakemake.params.root,
+        FixtureSpec(**snakemake.params.spec),
+        derivative=snakemake.params.derivative,
+        pipeline=snakemake.params.pipeline,
+        strategy=snakemake.params.strategy,
+    )

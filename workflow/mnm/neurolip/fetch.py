@@ -32,6 +32,7 @@ __all__ = [
     "SUBJECT_COLUMNS",
     "ADHD_COLUMNS",
     "abide_strategy",
+    "config_strategy",
     "fetch_abide",
     "abide_subjects",
     "fetch_adhd_time_series",
@@ -66,6 +67,11 @@ def _coded(values: pd.Series, codes: dict, where: str) -> np.ndarray:
 def abide_strategy(band_pass_filtering: bool, global_signal_regression: bool) -> str:
     """Folder name nilearn's ``fetch_abide_pcp`` builds for a strategy (``nofilt_noglobal``)."""
     return f"{'' if band_pass_filtering else 'no'}filt_{'' if global_signal_regression else 'no'}global"
+
+
+def config_strategy(abide: dict) -> str:
+    """:func:`abide_strategy` of the config section ``neurolip.abide``."""
+    return abide_strategy(abide["band_pass_filtering"], abide["global_signal_regression"])
 
 
 def fetch_abide(data_dir, derivative: str = "rois_cc200", pipeline: str = "cpac",

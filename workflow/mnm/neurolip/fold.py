@@ -21,7 +21,6 @@ Outputs in ``<out_dir>`` (``results/neurolip/<dataset>/<variant>/fold-<k>/``):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mnm.io import atomic_path, read_parquet, write_matrix, write_parquet
+from mnm.io import read_parquet, write_matrix, write_parquet
 from mnm.neurolip import metrics as M
 from mnm.neurolip.folds import validation_split
 from mnm.neurolip.losses import variant_weights
@@ -111,12 +110,11 @@ def _planted_rows(variant, fold, model, test, bank, readout, planted) -> pd.Data
 
 
 def _save_model(model, settings: TrainSettings, variant: str, path) -> None:
-    from safetensors.torch import save_file
+    """Weights and settings in the pipeline's safetensors checkpoint (:mod:`mnm.checkpoint`)."""
+    from mnm.checkpoint import save_checkpoint
 
-    metadata = {"settings": json.dumps(asdict(settings)), "variant": variant, "model": "neurolip"}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    save_checkpoint(path, model.state_dict(), {"model": "neurolip", "variant": variant,
+                                               "settings": asdict(settings)})
 
 
 def run_fold(data_dir, variant: str, fold: int, out_dir, *, settings: TrainSettings, loss: dict, sensitive,

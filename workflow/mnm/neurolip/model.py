@@ -9,7 +9,7 @@
   zero attention; padded tokens get zero attention and a zero embedding.
 * :class:`NeuroLIP`: the two above plus a projection of the frozen text encoder's token
   vectors into the shared space and a learned logit scale (CLIP's, init 10, clamped to
-  ``[1, 100]`` on the stored parameter after each step by :meth:`NeuroLIP.clamp_`).
+  ``[1, 100]`` on the stored parameter after each step by :meth:`NeuroLIP.clamp_parameters`).
 
 The paper (Yang & Li, 2025) gives no architecture details we could check; these are our
 choices, documented in docs/neurolip.md.
@@ -120,9 +120,14 @@ class NeuroLIP(nn.Module):
         return self.log_logit_scale.exp()
 
     @torch.no_grad()
-    def clamp_(self) -> None:
+    def clamp_parameters(self) -> None:
         """Keep the logit scale in ``[1, MAX_LOGIT_SCALE]`` (on the stored parameter)."""
         self.log_logit_scale.clamp_(0.0, math.log(MAX_LOGIT_SCALE))
+
+    def no_decay_parameter_names(self) -> set[str]:
+        """Parameters excluded from weight decay besides biases and norms (as the pipeline's
+        other models declare them for :mod:`mnm.training.loop`): ROI identities, logit scale."""
+        return {"regions.identity", "log_logit_scale"}
 
     def forward(self, connectivity, region_mask, token_vectors, token_mask, pairwise: bool = True):
         """Cosine between each token-specific brain embedding and its token, and the attention.

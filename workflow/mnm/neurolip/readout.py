@@ -33,7 +33,7 @@ class PromptReadout:
 
 
 def _prompt_scores(model: NeuroLIP, cohort: Cohort, bank: TokenBank):
-    rows = torch.as_tensor(bank.prompt_rows)
+    rows = torch.tensor(np.asarray(bank.prompt_rows, dtype=np.int64))  # a copy: Arrow buffers are read-only
     weights = bank.slot_mask("diagnosis", rows)
     cosine, attention, embeddings = model(cohort.connectivity, cohort.region_valid, bank.vectors[rows],
                                           bank.mask[rows])

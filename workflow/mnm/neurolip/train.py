@@ -22,6 +22,7 @@ import torch
 from mnm.neurolip.losses import LossWeights, calt_loss, disentanglement_loss
 from mnm.neurolip.model import NeuroLIP, slot_similarity
 from mnm.neurolip.tensors import Cohort, TokenBank
+from mnm.training.loop import _parameter_groups
 
 __all__ = ["TrainSettings", "batch_losses", "train_model"]
 
@@ -72,12 +73,9 @@ def batch_losses(model: NeuroLIP, batch: Cohort, bank: TokenBank, sensitive, wei
 
 
 def _optimizer(model: NeuroLIP, settings: TrainSettings) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        plain = parameter.ndim < 2 or name.endswith("identity") or "log_logit_scale" in name
-        (no_decay if plain else decay).append(parameter)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    """AdamW with the pipeline recipe's parameter groups (no decay on biases, norms and the
+    model's :meth:`~NeuroLIP.no_decay_parameter_names`)."""
+    return torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=settings.lr)
 
 
 def _batches(cohort: Cohort, batch_size: int, generator: torch.Generator):
@@ -115,7 +113,7 @@ def train_model(train: Cohort, validation: Cohort, bank: TokenBank, sensitive, w
             optimizer.zero_grad()
             parts["total"].backward()
             optimizer.step()
-            model.clamp_()
+            model.clamp_parameters()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             n_batches += 1
