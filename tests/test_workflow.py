@@ -86,6 +86,22 @@ def test_numeric_strings_are_coerced_where_the_schema_wants_numbers():
         validate_config({"text": {"encoder": "123"}})  # a string key stays a string
 
 
+def test_fold_count_bound_comes_from_the_corpus_table_or_the_studyset(tmp_path):
+    """An existing articles table gives the exact corpus size; an unreadable one is left to the
+    job that reads it (which fails with the file named in its log), not to DAG parsing."""
+    from mnm.config import corpus_size_bound
+    from mnm.io import write_parquet
+
+    config = validate_config({"results_dir": str(tmp_path)})
+    assert corpus_size_bound(config)[0] == 320  # NiMARE's bundled studyset
+    articles = tmp_path / "corpus" / "articles.parquet"
+    articles.parent.mkdir()
+    write_parquet(pd.DataFrame({"article_id": ["a", "b", "c"]}), articles)
+    assert corpus_size_bound(config) == (3, str(articles))
+    articles.write_bytes(b"PAR1 not a parquet file")
+    assert corpus_size_bound(config)[0] == 320
+
+
 def test_unknown_key_is_rejected():
     with pytest.raises(ConfigError, match=r"folds \(unknown key\)"):
         validate_config({"folds": {"n_fold": 3}})

@@ -12,6 +12,10 @@ correlation for the regressions):
   (:meth:`mnm.brain.BrainProjector.transform_img`), embedded by the brain encoder, and the
   articles whose texts the model ranks highest for it.
 
+Voxel-map models (Text2Brain) have no atlas route: a text gives the model's own 4 mm map
+(``voxel_map``) and is scored against the articles' 4 mm KDE maps (``kde_4mm/maps.parquet``);
+a map is resampled onto the model's grid instead of projected on the atlas.
+
 Outputs are written into a scratch folder next to the destination and moved into place
 only once all of them exist, so a failed query writes nothing.
 """
@@ -144,12 +148,14 @@ class QueryRun:
     @cached_property
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(article ids, brain embeddings as scored) of every article of the run."""
-        path = self._need(
-            self.results / "brain" / self.atlas_name / "coefficients.parquet",
-            "brain coefficients",
-        )
-        ids, coefficients = read_matrix(path, column="coefficients")
-        return ids, np.asarray(self.trained.embed_brain(coefficients))
+        brain_dir = self.results / "brain" / self.atlas_name
+        if self.trained.brain_input == "kde_4mm":  # voxel-map models score KDE maps
+            path = self._need(brain_dir / "kde_4mm" / "maps.parquet", "4 mm KDE maps")
+            ids, vectors = read_matrix(path, column="kde")
+        else:
+            path = self._need(brain_dir / "coefficients.parquet", "brain coefficients")
+            ids, vectors = read_matrix(path, column="coefficients")
+        return ids, np.asarray(self.trained.embed_brain(vectors))
 
     @cached_property
     def text_candidates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +184,8 @@ class QueryRun:
         """
         from mnm.report import maps as map_routes
 
+        if self.trained.brain_input != "coefficients":  # voxel-map models: no parcel route
+            return {}
         maps_img, components = self.atlas
         component_labels = map_routes.component_label_volume(maps_img, self.projector)
         routes = {}
@@ -266,7 +274,8 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     Returns
     -------
     table : DataFrame with :data:`RESULT_COLUMNS`, best first.
-    maps : dict name -> Nifti1Image (``decoder`` and ``parcels_<level>``).
+    maps : dict name -> Nifti1Image (``decoder`` and ``parcels_<level>``; ``voxel_map`` for
+        voxel-map models).
     """
     from mnm.report import maps as map_routes
 
@@ -279,6 +288,9 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     table = run.article_table(ids, scores, top_k)
 
     maps = {}
+    voxel_map = trained.predict_map([text.strip()])
+    if voxel_map is not None:  # voxel-map models: their own map (and no parcel route)
+        maps["voxel_map"] = voxel_map
     decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
     if decoder is not None:
         maps["decoder"] = decoder
@@ -319,6 +331,12 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
     from mnm.brain import zscore_rows
 
     img = load_query_map(map_path)
+    if run.trained.brain_input == "kde_4mm":  # voxel-map models: the map on the model's grid
+        vector = run.trained.brain_vector(img)
+        if not np.any(vector):
+            raise QueryError(f"{map_path}: the map has no signal inside the model's brain mask; is "
+                             "it in MNI space?")
+        return _rank_texts(run, vector[None, :], top_k)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         coefficients = run.projector.transform_img(img)
@@ -330,7 +348,12 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
                          "with the analysis grid's brain mask); is it in MNI space?")
     if run.config["brain"]["zscore"]:
         coefficients = zscore_rows(coefficients)
-    brain_embedding = np.asarray(run.trained.embed_brain(coefficients))
+    return _rank_texts(run, coefficients, top_k)
+
+
+def _rank_texts(run: QueryRun, brain_input: np.ndarray, top_k: int) -> pd.DataFrame:
+    """Articles ranked by the model's score of their text against one brain input row."""
+    brain_embedding = np.asarray(run.trained.embed_brain(brain_input))
     ids, text_embeddings = run.text_candidates
     scores = np.asarray(run.trained.score(text_embeddings, brain_embedding))[:, 0]
     return run.article_table(ids, scores, top_k)

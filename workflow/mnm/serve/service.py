@@ -37,6 +37,7 @@ _LOG = logging.getLogger(__name__)
 MAP_LABELS = {
     "decoder": "Decoder map (predicted atlas coefficients)",
     "parcels": "Parcel route, {level}",
+    "voxel_map": "Predicted voxel map (4 mm decoder)",
     "uploaded": "Uploaded map (on the analysis grid)",
 }
 PMC_URL = "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC{}/"
