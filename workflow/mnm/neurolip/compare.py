@@ -74,9 +74,11 @@ def compare_with_mnm(attention_by_word: dict, atlas: RoiAtlas | None, config_pat
     rows = []
     for word in words:
         _, maps = query_text(run, word, top_k=1)
-        if maps.get("decoder") is None:
-            rows.append({"word": word, "status": "skipped", "reason": f"model {model!r} gives no decoder map",
+        # the decoder map of atlas models, the model's own map of voxel-map models (Text2Brain)
+        brain_map = maps.get("decoder", maps.get("voxel_map"))
+        if brain_map is None:
+            rows.append({"word": word, "status": "skipped", "reason": f"model {model!r} gives no text -> brain map",
                          "pearson": np.nan, "spearman": np.nan, "n_regions": 0})
             continue
-        rows.append(_correlate(word, np.asarray(attention_by_word[word], float), atlas.region_means(maps["decoder"])))
+        rows.append(_correlate(word, np.asarray(attention_by_word[word], float), atlas.region_means(brain_map)))
     return pd.DataFrame(rows)[COMPARE_COLUMNS]
