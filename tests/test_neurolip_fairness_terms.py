@@ -13,6 +13,7 @@ import copy
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from mnm.neurolip.losses import LossWeights
@@ -21,6 +22,15 @@ from mnm.neurolip.tensors import Cohort, TokenBank
 from mnm.neurolip.train import TrainSettings, _optimizer, batch_losses
 
 N_SUBJECTS, N_REGIONS, TEXT_DIM = 16, 6, 12
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one thread is fastest and deterministic (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 SLOTS = ("diagnosis", "sex")
 
 

@@ -33,6 +33,15 @@ FOLDS = [0]  # one held-out fold (time budget)
 VARIANTS = ("full",)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread, as the pipeline's jobs (neurolip.threads); restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     return Encoder.from_config(MINILM, device="cpu")
@@ -41,7 +50,6 @@ def encoder():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, encoder):
     """Data + texts of the fixture, and the variants trained on the same folds and seeds."""
-    torch.set_num_threads(1)
     return run_generated(tmp_path_factory.mktemp("neurolip"), SPEC, encoder, TEMPLATES, "participant with {diagnosis}.",
                          variants=VARIANTS, folds=FOLDS, n_folds=N_FOLDS, settings=SETTINGS, loss=LOSS)
 
