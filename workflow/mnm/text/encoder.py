@@ -434,8 +434,53 @@ class Encoder:
                     progress.advance(int(done), int(lengths[batch].sum()))
         return (sums / n_windows[:, None]).astype(np.float32)
 
-    def _pool_windows(self, windows: list[list[int]], model) -> np.ndarray:
-        """Masked mean of the last hidden state, L2-normalised, for one padded batch."""
+    def embed_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Contextual embedding of every content token of short texts (one window each).
+
+        Each text is run as the model's ordinary input (special tokens around its content
+        tokens, as :meth:`embed` does for a one-window text) and the last hidden state of
+        its content tokens is returned, special tokens dropped. Row ``k`` belongs to token
+        ``k`` of :meth:`tokenize`. Used where a method needs token-level text features
+        (NeuroLIP's token-conditioned attention).
+
+        Parameters
+        ----------
+        texts : list of str
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One float32 array of shape ``(n_content_tokens, dim)`` per text.
+
+        Raises
+        ------
+        ValueError
+            When a text is empty or does not fit in one window.
+        """
+        import torch
+
+        content_ids = self.tokenize(texts)
+        room = self.window - len(self.prefix) - len(self.suffix)
+        for i, ids in enumerate(content_ids):
+            if len(ids) == 0:
+                raise ValueError(f"text {i} gives no token")
+            if len(ids) > room:
+                raise ValueError(f"text {i} has {len(ids)} tokens, more than the {room} of one window")
+        windows = [self.prefix + ids + self.suffix for ids in content_ids]
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+        start = len(self.prefix)
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        model = self.model
+        with torch.inference_mode():
+            for batch in plan_batches(lengths, self.batch_tokens):
+                hidden, _ = self._run_windows([windows[j] for j in batch], model)
+                for row, j in enumerate(batch):
+                    tokens = hidden[row, start : start + len(content_ids[j])]
+                    out[j] = tokens.float().cpu().numpy()
+        return out
+
+    def _run_windows(self, windows: list[list[int]], model):
+        """Last hidden state and padding mask of one right-padded batch of windows."""
         import torch
 
         width = max(len(w) for w in windows)
@@ -449,6 +494,13 @@ class Encoder:
         padded = any(len(w) != width for w in windows)
         attention_mask = mask.to(self.device) if padded else None
         hidden = model(input_ids=input_ids.to(self.device), attention_mask=attention_mask).last_hidden_state
+        return hidden, mask
+
+    def _pool_windows(self, windows: list[list[int]], model) -> np.ndarray:
+        """Masked mean of the last hidden state, L2-normalised, for one padded batch."""
+        import torch
+
+        hidden, mask = self._run_windows(windows, model)
         weights = mask.to(hidden.device, torch.float32).unsqueeze(-1)
         mean = (hidden.float() * weights).sum(1) / weights.sum(1)
         return torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
