@@ -171,6 +171,40 @@ def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp
                for rule in ("embed_shard", "atlas", "coefficients", "train_model") for r in jobs[rule])
 
 
+def test_rehearsal_dry_run_jobs_do_not_grow_with_articles(tmp_path):
+    """config/rehearsal.yaml under the SLURM profile: the paper's job structure (its own
+    encoder only, 8 shards x 2 sections, every model x 2 sections x 10 folds, fold all, the
+    sweep), the same jobs at 1,000 and 20,000 generated articles, resources from the config."""
+    project = make_project(tmp_path)
+    (project / "config").symlink_to(ROOT / "config")
+    rehearsal = validate_config(yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text()))
+    text, models = rehearsal["text"], rehearsal["models"]
+    n_sections, n_models, n_folds = len(models["sections"]), len(models["names"]), rehearsal["folds"]["n_folds"]
+    expected = {
+        "generate_pubget": 1, "tiny_mistral": 1, "corpus": 1, "folds": 1, "atlas": 1, "coefficients": 1,
+        "brain_qc": 1, "embed_shard": text["n_shards"] * len(text["sections"]),
+        "gather_embeddings": len(text["sections"]), "train_model": n_models * n_sections * n_folds,
+        "train_model_all": n_models * n_sections,
+        "train_tradeoff": len(models["tradeoff"]["lambda_hier"]) * len(models["tradeoff"]["radius_heads"]),
+        "map_dice": n_models, "retrieval_table": 1, "recall_figure": 1, "hierarchy": 1, "tradeoff": 1,
+        "poincare": 1, "map_prediction": 1, "map_examples": 1, "report_index": 1, "all": 1,
+    }
+    outputs = {}
+    for n in (1000, 20000):
+        result = snakemake(project, "-n", "--configfile", "config/rehearsal.yaml", "--config",
+                           f"rehearsal_articles={n}", "--profile", "profiles/slurm")
+        counts = job_counts(result.stdout)
+        assert {rule: count for rule, count in counts.items() if rule != "total"} == expected, n
+        assert "minilm" not in result.stdout and f"articles-{n}_seed-0" in result.stdout
+        outputs[n] = result.stdout
+    jobs = _job_resources(outputs[1000])
+    for rule in ("corpus", "atlas", "coefficients", "embed_shard", "train_model", "map_dice"):
+        spec = rehearsal["resources"][rule]
+        assert all((r["mem_mb"], r["runtime"]) == (str(spec["mem_mb"]), str(spec["runtime"]))
+                   for r in jobs[rule]), rule
+        assert all(r.get("gpu", "0") == "0" for r in jobs[rule]), rule  # devices are cpu
+
+
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):
     project = make_project(tmp_path)
     targets = ["results/corpus/qc.parquet", "results/folds.parquet"]

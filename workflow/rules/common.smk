@@ -74,6 +74,13 @@ def slurm(gpu=False):
     return slurm_resources(SLURM, gpu)
 
 
+def job_resources(rule, gpu=False):
+    """mem_mb and runtime of a heavy rule's jobs from config `resources.<rule>` (mem_mb_gpu
+    for a job on a GPU)."""
+    spec = config["resources"][rule]
+    return {"mem_mb": spec["mem_mb_gpu"] if gpu else spec["mem_mb"], "runtime": spec["runtime"]}
+
+
 def model_gpu(wildcards):
     """1 when the job's model trains on a GPU (PyTorch models with models.device cuda)."""
     return int(model_uses_gpu(wildcards.model, config["models"]["device"]))

@@ -75,14 +75,13 @@ def resolve_device(device: str = "auto", key: str = "text.device") -> str:
 
 
 def wants_gpu(device: str = "auto") -> bool:
-    """Whether an embedding job configured with ``device`` will run on a GPU.
+    """Whether a job configured with ``device`` requests a GPU from the scheduler.
 
-    Used by the rule file to request ``gpu=1`` from the scheduler.
+    Decided by the configuration alone, never by the machine that builds the DAG (a login
+    node without a GPU would otherwise decide for the compute nodes): only ``cuda`` (or
+    ``cuda:<i>``) requests one. ``auto`` requests none and still uses a GPU at run time when
+    the job finds one (:func:`resolve_device`). Used by the rule files (``gpu=1``).
     """
-    if device in (None, "auto"):
-        import torch
-
-        return torch.cuda.is_available()
     return str(device).startswith("cuda")
 
 
