@@ -18,7 +18,9 @@ Run (a quiet machine; about 1 h 30 for the three sizes on 2 cores, see scale.md)
 
     python benchmarks/scale.py --sizes 1000 5000 20000 --cores 2
 
-``--workdir`` (default a temporary folder) keeps the scratch projects with ``--keep``.
+``--workdir`` (default a temporary folder) keeps the scratch projects with ``--keep``. A run
+cut short (a shared machine, a time limit) is recorded from what finished with
+``--collect <workdir>/articles-N --sizes N --started ... --wall-s ...`` (marked partial).
 """
 
 from __future__ import annotations
@@ -175,6 +177,29 @@ def measure(n_articles: int, workdir: Path, cores: int, niceness: int, keep: boo
     return result
 
 
+def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: float | None) -> dict:
+    """Measurements of a rehearsal run already made (or interrupted) in ``project``: the
+    per-rule costs of the jobs that finished; no no-op rerun."""
+    log = project / "scale_collect.log"
+    _, dry = snakemake(project, n_articles, "-n", "--forceall", "--nolock", log=log)
+    jobs = planned_jobs(dry)
+    rules = rule_costs(project, jobs)
+    done = sum(1 for j in jobs if j["benchmark"] and (project / j["benchmark"]).is_file())
+    corpus = project / RESULTS_DIR / "corpus" / "articles.parquet"
+    import pyarrow.parquet as pq
+
+    return {
+        "articles_generated": n_articles,
+        "articles_kept": pq.ParquetFile(corpus).metadata.num_rows if corpus.is_file() else 0,
+        "started": started, "cores": cores,
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f} at collection",
+        "command": f"snakemake --configfile {CONFIGFILE} --config rehearsal_articles={n_articles} --cores {cores}",
+        "wall_s": wall_s, "noop_rerun_s": None,
+        "n_jobs": sum(1 for j in jobs if j["rule"] != "all"), "jobs_done": done, "partial": True,
+        "rules": rules,
+    }
+
+
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
@@ -207,7 +232,8 @@ def render(results: dict) -> str:
         peak_rule, peak = max(run["rules"].items(), key=lambda item: item[1]["max_rss_mb"])
         lines.append(
             f"| {run['articles_generated']:,} ({run['articles_kept']:,}) | {run['started'][:16]} | {run['cores']} | "
-            f"{run['n_jobs']} | {run['wall_s'] / 60:.1f} min | {run['noop_rerun_s']:.1f} s | "
+            f"{run['n_jobs']} ({run.get('jobs_done', run['n_jobs'])} done) | "
+            f"{_fmt(run['wall_s'] and run['wall_s'] / 60, 1)} min | {_fmt(run['noop_rerun_s'], 1)} s | "
             f"{peak['max_rss_mb'] / 1000:.2f} GB ({peak_rule}) | {run['machine']} |")
     lines += ["", "Commands: " + "; ".join(f"`{run['command']}`" for run in runs), ""]
     rules = sorted({r for run in runs for r in run["rules"]},
@@ -215,8 +241,9 @@ def render(results: dict) -> str:
     n = [run["articles_generated"] for run in runs]
     header = ["rule", "jobs"]
     for s in sizes:
-        header += [f"time {int(s):,} (s)", f"peak RSS {int(s):,} (MB)", f"output {int(s):,} (MB)"]
-    header += ["exponent time", "exponent RSS", "exponent output"]
+        header += [f"time {int(s):,} (s)", f"CPU {int(s):,} (s)", f"peak RSS {int(s):,} (MB)",
+                   f"output {int(s):,} (MB)"]
+    header += ["exponent CPU", "exponent RSS", "exponent output"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rule in rules:
         entries = [run["rules"].get(rule, {}) for run in runs]
@@ -224,13 +251,16 @@ def render(results: dict) -> str:
         row = [rule, jobs]
         for e in entries:
             temp = " (temp)" if e.get("missing_outputs") else ""
-            row += [_fmt(e.get("seconds"), 1), _fmt(e.get("max_rss_mb")), _fmt(e.get("output_mb"), 1) + temp]
-        for key in ("seconds", "max_rss_mb", "output_mb"):
+            row += [_fmt(e.get("seconds"), 1), _fmt(e.get("cpu_s"), 1), _fmt(e.get("max_rss_mb")),
+                    _fmt(e.get("output_mb"), 1) + temp]
+        for key in ("cpu_s", "max_rss_mb", "output_mb"):
             row.append(_fmt(growth_exponent(n, [e.get(key) for e in entries]), 2))
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "time: job seconds summed over the rule's jobs (Snakemake benchmark `s`); peak RSS: the "
-              "largest job's `max_rss`; output: size of the rule's outputs after the run; exponent: slope "
-              "of log(cost) against log(articles) over the sizes measured (1 = linear)."]
+    lines += ["", "time: wall seconds summed over the rule's jobs (Snakemake benchmark `s`; inflated on a "
+              "loaded machine); CPU: CPU seconds summed over the jobs (`cpu_time`, what a quiet machine "
+              "would need); peak RSS: the largest job's `max_rss`; output: size of the rule's outputs after "
+              "the run; jobs without a benchmark row yet (an interrupted run) count 0; exponent: slope of "
+              "log(cost) against log(articles) over the sizes measured (1 = linear)."]
     return "\n".join(lines)
 
 
@@ -252,9 +282,18 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the Snakemake runs")
     parser.add_argument("--render-only", action="store_true", help="rewrite scale.md from scale.json")
+    parser.add_argument("--collect", type=Path, default=None, metavar="PROJECT",
+                        help="record the jobs finished so far in the scratch project of an interrupted "
+                             "run (one --sizes value, --started and --wall-s describe it)")
+    parser.add_argument("--started", default="", help="with --collect: when the run started")
+    parser.add_argument("--wall-s", type=float, default=None, help="with --collect: how long it ran")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    if not args.render_only:
+    if args.collect:
+        size = args.sizes[0]
+        results[str(size)] = collect(args.collect, size, args.cores, args.started, args.wall_s)
+        RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    elif not args.render_only:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mnm-scale-"))
         for size in args.sizes:
             print(f"rehearsal at {size} articles in {workdir} ...", flush=True)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 #: The tiny end-to-end run shared by the e2e, query and serve tests.
 TINY_RUN_STUDIES = 60
-TINY_RUN_MODELS = ["mnm", "mnm_no_hier", "neurocontext", "ridge", "tfidf"]
+TINY_RUN_MODELS = ["mnm", "neurocontext", "ridge"]
 TINY_RUN_OVERRIDES = {
     "folds": {"n_folds": 2, "n_repeats": 2},
     "atlas": {"resolution_mm": 4},  # 8 times fewer voxels than the default 2 mm grid
@@ -46,7 +46,7 @@ def subset_studyset(folder: Path, n_studies: int) -> set:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A finished run of the whole DAG (corpus -> report) on 60 real studies, 2 folds x 2
-    repeats, 5 models and a 2-point trade-off sweep: the project folder."""
+    repeats, 3 models and a 2-point trade-off sweep: the project folder."""
     from workflow_utils import make_project, snakemake
 
     tmp = tmp_path_factory.mktemp("e2e")

@@ -183,8 +183,80 @@ def test_yeo_from_local_cache(tmp_path, mask, monkeypatch):
 
 
 def test_load_atlas_rejects_unknown_name():
-    with pytest.raises(ValueError, match="atlas.name"):
+    with pytest.raises(ValueError, match="brain.atlases: 'nonexistent'"):
         atlas.load_atlas("nonexistent", "resources")
+
+
+def test_overlap_parents_hand_worked():
+    # 4 voxels; parents: left half (voxels 0-1), right half (2-3); children straddle them
+    parents = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)
+    children = np.array([[1.0, 0.0, 0.0], [0.5, 0.2, 0.0], [0.0, 0.9, 0.3], [0.0, 0.0, 0.3]])
+    # child 0 -> left; child 1: 0.7 left vs 0.9 right -> right; child 2 -> right
+    assert atlas.overlap_parents(children, parents).tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="overlap no parent"):
+        atlas.overlap_parents(np.array([[0.0], [0.0], [0.0], [1.0]]), parents[:, :1])
+    with pytest.raises(ValueError, match="different grids"):
+        atlas.overlap_parents(children[:3], parents)
+
+
+def _write_yeo_cache(folder, labels7, labels17, affine):
+    folder.mkdir(parents=True)
+    for n, labels in ((7, labels7), (17, labels17)):
+        for suffix in ("", "_LiberalMask"):
+            nib.save(nib.Nifti1Image(labels[..., None], affine),
+                     folder / f"Yeo2011_{n}Networks_MNI152_FreeSurferConformed1mm{suffix}.nii.gz")
+        lut = ["0 NONE 0 0 0 0"] + [f"{i} {n}Networks_{i} 10 20 30 0" for i in range(1, n + 1)]
+        (folder / f"Yeo2011_{n}Networks_ColorLUT.txt").write_text("\n".join(lut) + "\n")
+    nib.save(nib.Nifti1Image(labels7, affine), folder / "FSL_MNI152_FreeSurferConformed_1mm.nii.gz")
+
+
+def test_yeo17_networks_nest_in_yeo7_by_overlap(tmp_path, mask):
+    """A generated Yeo cache whose 17-network image splits each 7-network region in two
+    (left/right of the midline): every Yeo 17 network's level_1 is the 7-network it came from."""
+    blobs = np.asarray(_coarse_blobs(7).dataobj)
+    labels7 = np.where(blobs.max(-1) > 0.2, blobs.argmax(-1) + 1, 0).astype(np.int16)
+    right = (np.arange(labels7.shape[0]) >= labels7.shape[0] // 2)[:, None, None]
+    labels17 = np.where(labels7 > 0, 2 * (labels7 - 1) + 1 + right, 0).astype(np.int16)  # codes 1..14
+    _write_yeo_cache(tmp_path / "atlases" / "yeo_2011" / "Yeo_JNeurophysiol11_MNI152", labels7, labels17,
+                     _coarse_blobs(1).affine)
+    img7, yeo7 = atlas.load_atlas("yeo7", tmp_path, RESOLUTION)
+    assert yeo7["level_1"].tolist() == yeo7["label"].tolist() and img7.shape[:3] == mask.shape
+    maps7 = np.asarray(img7.dataobj)
+    assert set(np.unique(maps7)) <= {0.0, 1.0} and (maps7.sum(-1) <= 1).all()  # disjoint binary maps
+    img17, yeo17 = atlas.load_atlas("yeo17", tmp_path, RESOLUTION)
+    assert len(yeo17) <= 14  # codes 15-17 are empty: dropped
+    for label, parent in zip(yeo17["label"], yeo17["level_1"]):
+        code = int(label.split("_")[1])
+        assert parent == f"yeo7_{(code + 1) // 2}", (label, parent)
+    assert yeo17["level_2"].tolist() == yeo17["label"].tolist()
+
+
+def _write_difumo(root, dimension, maps_img):
+    (root / str(dimension) / "2mm").mkdir(parents=True)
+    (root / "README.md").write_text("DiFuMo\n")
+    pd.DataFrame({"Component": np.arange(1, dimension + 1), "Difumo_names": [f"d{dimension}_{i}" for i in range(dimension)],
+                  "Yeo_networks7": "net7", "Yeo_networks17": "net17", "GM": 0.5, "WM": 0.3, "CSF": 0.2}
+                 ).to_csv(root / str(dimension) / f"labels_{dimension}_dictionary.csv", index=False)
+    nib.save(maps_img, root / str(dimension) / "2mm" / "maps.nii.gz")
+
+
+def test_difumo_modes_get_their_coarser_parents_by_overlap(tmp_path):
+    """DiFuMo-128 modes generated as halves of DiFuMo-64 modes name those modes as parents."""
+    blobs = _coarse_blobs(64)
+    # disjoint coarse modes: each voxel of the brain box belongs to the blob that peaks there
+    strongest = np.asarray(blobs.dataobj).argmax(-1)
+    data = (strongest[..., None] == np.arange(64)).astype(np.float32)
+    coarse = nib.Nifti1Image(data, blobs.affine)
+    left = (np.arange(data.shape[0]) < data.shape[0] // 2)[:, None, None, None]
+    fine = np.concatenate([data * left, data * ~left], axis=-1)  # mode i -> 2 modes: i and 64 + i
+    root = tmp_path / "atlases" / "difumo_atlases"
+    _write_difumo(root, 64, coarse)
+    _write_difumo(root, 128, nib.Nifti1Image(fine.astype(np.float32), coarse.affine))
+    _, components = atlas.load_atlas("difumo128", tmp_path, RESOLUTION)
+    assert "difumo64" in components and "difumo256" not in components
+    for label, parent in zip(components["label"], components["difumo64"]):
+        index = int(label.split("_")[1])
+        assert parent == f"d64_{index % 64}", (label, parent)
 
 
 def test_generated_difumo_tiles_the_mask_with_overlapping_labelled_modes():
@@ -193,7 +265,7 @@ def test_generated_difumo_tiles_the_mask_with_overlapping_labelled_modes():
     deterministic; ``load_atlas`` serves it by name."""
     resolution = 4  # fine enough for the 3-6 mm smoothing to reach neighbouring modes
     brain = np.asarray(analysis_mask(resolution).dataobj) > 0
-    img, components = atlas.load_atlas("difumo_generated", None, resolution, difumo_dimension=64)
+    img, components = atlas.load_atlas("difumo64_generated", None, resolution)
     maps = np.asarray(img.dataobj)
     assert img.shape == brain.shape + (64,) and img.get_data_dtype() == np.float32
     assert maps.min() >= 0 and np.allclose(maps.max(axis=(0, 1, 2)), 1.0)

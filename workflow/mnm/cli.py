@@ -1,4 +1,4 @@
-"""Command-line interface: ``mnm query``.
+"""Command-line interface: ``mnm query`` and ``mnm serve``.
 
 Examples
 --------
@@ -9,6 +9,10 @@ Text -> predicted brain maps and the best-matching articles::
 Brain map -> the best-matching articles::
 
     mnm query --map my_contrast_zmap.nii.gz --top-k 20 --json
+
+A local web page and JSON API over the run (http://127.0.0.1:8000/)::
+
+    mnm serve
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--section", default=None,
                        help="text section the model was trained on; unset: abstract if "
                             "trained, else the first of models.sections")
+    query.add_argument("--atlas", default=None,
+                       help="atlas the model was trained on (one of the run's brain.atlases; "
+                            "unset: the first)")
     query.add_argument("--model-path", default=None,
                        help="explicit model.safetensors (overrides --model/--section lookup)")
     query.add_argument("--top-k", type=int, default=10, help="number of articles returned")
@@ -63,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true",
                        help="print the result as JSON instead of a plain-text table")
     query.add_argument("--quiet", action="store_true", help="log warnings only")
+    from mnm.serve.cli import DESCRIPTION, HELP, add_serve_arguments
+
+    add_serve_arguments(commands.add_parser("serve", help=HELP, description=DESCRIPTION))
     return parser
 
 
@@ -100,7 +110,7 @@ def run_query(args: argparse.Namespace) -> int:
 
             load_query_map(args.map_path)  # reject bad maps before loading the run
         run = open_run(args.config, model=args.model, section=args.section,
-                       model_path=args.model_path, device=args.device)
+                       model_path=args.model_path, device=args.device, atlas=args.atlas)
     except QueryError as error:
         print(f"mnm query: {error}", file=sys.stderr)
         return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
@@ -120,10 +130,15 @@ def run_query(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet or args.json else logging.INFO,
+    quiet = args.quiet or getattr(args, "json", False)  # mnm serve has no --json
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command == "query":
         return run_query(args)
+    if args.command == "serve":
+        from mnm.serve.cli import run_serve
+
+        return run_serve(args)
     return EXIT_BAD_INPUT
 
 

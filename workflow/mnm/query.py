@@ -50,16 +50,20 @@ class QueryError(Exception):
         self.missing_run = missing_run
 
 
-def _fold_all_model_path(config: dict, model: str, section: str) -> Path:
+def _fold_all_model_path(config: dict, model: str, section: str, atlas: str) -> Path:
     return (
         Path(config["results_dir"]) / "models" / model / config["text"]["encoder"] / section
-        / config["atlas"]["name"] / "fold-all" / "model.safetensors"
+        / atlas / "fold-all" / "model.safetensors"
     )
 
 
 def load_run_config(config_path: str | os.PathLike = "config.yaml") -> dict:
-    """Read and validate a run's config file (defaults filled in)."""
-    from mnm.config import validate_config
+    """Read and validate a run's config file (defaults filled in).
+
+    Relative ``results_dir`` and ``resources_dir`` are taken relative to the config file's
+    folder (where Snakemake ran), not to the current folder.
+    """
+    from mnm.config import load_schema, validate_config
 
     path = Path(config_path)
     if not path.is_file():
@@ -67,6 +71,10 @@ def load_run_config(config_path: str | os.PathLike = "config.yaml") -> dict:
                          "pass --config)", missing_run=True)
     with open(path) as fh:
         raw = yaml.safe_load(fh) or {}
+    defaults = load_schema()["properties"]
+    for key in ("results_dir", "resources_dir"):
+        folder = Path(raw.get(key, defaults[key]["default"]))
+        raw[key] = str(folder if folder.is_absolute() else (path.parent / folder).resolve())
     return validate_config(raw)
 
 
@@ -78,6 +86,10 @@ class QueryRun:
     model_path: Path
     section: str
     device: str = "cpu"
+    atlas_name: str = ""
+
+    def __post_init__(self):
+        self.atlas_name = self.atlas_name or self.config["brain"]["atlases"][0]
 
     @property
     def results(self) -> Path:
@@ -113,7 +125,7 @@ class QueryRun:
 
     @cached_property
     def atlas_dir(self) -> Path:
-        return self._need(self.results / "atlas" / self.config["atlas"]["name"],
+        return self._need(self.results / "atlas" / self.atlas_name,
                           "atlas stage output")
 
     @cached_property
@@ -133,7 +145,7 @@ class QueryRun:
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(article ids, brain embeddings as scored) of every article of the run."""
         path = self._need(
-            self.results / "brain" / self.config["atlas"]["name"] / "coefficients.parquet",
+            self.results / "brain" / self.atlas_name / "coefficients.parquet",
             "brain coefficients",
         )
         ids, coefficients = read_matrix(path, column="coefficients")
@@ -157,6 +169,27 @@ class QueryRun:
         ids, vectors = read_matrix(path)
         return ids, np.asarray(self.trained.embed_text(vectors))
 
+    @cached_property
+    def parcel_routes(self) -> dict:
+        """Per informative hierarchy level: (parcel embeddings, parcel label volume).
+
+        The text-independent half of the parcel-route maps, computed once per run (seconds
+        for a whole atlas level), so that a server answering many queries pays it once.
+        """
+        from mnm.report import maps as map_routes
+
+        maps_img, components = self.atlas
+        component_labels = map_routes.component_label_volume(maps_img, self.projector)
+        routes = {}
+        for level in map_routes.informative_levels(components):
+            _, coefficients = map_routes.parcel_coefficients(
+                maps_img, components, level, projector=self.projector,
+                zscore=self.config["brain"]["zscore"], component_labels=component_labels)
+            _, component_parcel = map_routes.parcel_assignment(components, level)
+            routes[level] = (map_routes.parcel_embeddings(self.trained, coefficients),
+                             map_routes.parcel_label_volume(component_labels, component_parcel))
+        return routes
+
     def article_table(self, ids: np.ndarray, scores: np.ndarray, top_k: int) -> pd.DataFrame:
         """Top-``top_k`` articles by score (ties broken by article id, for stable output)."""
         order = np.lexsort((ids.astype(str), -scores))[:top_k]
@@ -179,6 +212,7 @@ def open_run(
     section: str | None = None,
     model_path: str | os.PathLike | None = None,
     device: str = "cpu",
+    atlas: str | None = None,
 ) -> QueryRun:
     """Locate the ``fold=all`` model of a run.
 
@@ -195,8 +229,13 @@ def open_run(
         Explicit ``model.safetensors``; overrides ``model`` and ``section`` lookup.
     device : str
         ``cpu`` or ``cuda``.
+    atlas : str, optional
+        One of the run's ``brain.atlases`` (default the first).
     """
     config = load_run_config(config_path)
+    atlas = atlas or config["brain"]["atlases"][0]
+    if atlas not in config["brain"]["atlases"]:
+        raise QueryError(f"atlas {atlas!r} is not one of this run's brain.atlases {config['brain']['atlases']}")
     explicit_path = model_path is not None
     sections = config["models"]["sections"]
     if section is None:
@@ -205,7 +244,7 @@ def open_run(
         if model not in config["models"]["names"]:
             raise QueryError(f"model {model!r} is not trained by this run (models.names: "
                              f"{config['models']['names']})")
-        model_path = _fold_all_model_path(config, model, section)
+        model_path = _fold_all_model_path(config, model, section, atlas)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise QueryError(
@@ -213,9 +252,10 @@ def open_run(
             f"`snakemake --cores all {model_path}` first, or pass --model-path",
             missing_run=True,
         )
-    run = QueryRun(config=config, model_path=model_path, section=section, device=device)
-    if explicit_path and run.trained.metadata.get("section"):
-        run.section = run.trained.metadata["section"]
+    run = QueryRun(config=config, model_path=model_path, section=section, device=device, atlas_name=atlas)
+    if explicit_path:
+        run.section = run.trained.metadata.get("section") or run.section
+        run.atlas_name = run.trained.metadata.get("atlas") or run.atlas_name
     return run
 
 
@@ -242,16 +282,8 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
     if decoder is not None:
         maps["decoder"] = decoder
-    maps_img, components = run.atlas
-    zscore = run.config["brain"]["zscore"]
-    component_labels = map_routes.component_label_volume(maps_img, run.projector)
-    for level in map_routes.informative_levels(components):
-        _, coefficients = map_routes.parcel_coefficients(
-            maps_img, components, level, projector=run.projector, zscore=zscore,
-            component_labels=component_labels)
-        _, component_parcel = map_routes.parcel_assignment(components, level)
-        label_volume = map_routes.parcel_label_volume(component_labels, component_parcel)
-        parcel_embedding = map_routes.parcel_embeddings(trained, coefficients)
+    maps_img, _ = run.atlas
+    for level, (parcel_embedding, label_volume) in run.parcel_routes.items():
         maps[f"parcels_{level}"] = map_routes.predict_parcel_map(
             trained, text_embedding, parcel_embedding, label_volume, maps_img.affine)
     return table, maps

@@ -4,11 +4,11 @@
 
 BRAIN = config["brain"]
 N_QC_MAPS = BRAIN["n_qc_maps"]
-# Targets of this stage for the default atlas (the lead adds them to `rule all`).
-BRAIN_TARGETS = [
-    f"{RESULTS}/brain/{ATLAS}/coefficients.parquet",
-    f"{RESULTS}/brain/{ATLAS}/qc/glass_brain.png",
-]
+# Targets of this stage, for every configured atlas.
+BRAIN_TARGETS = expand(
+    [f"{RESULTS}/brain/{{atlas}}/coefficients.parquet", f"{RESULTS}/brain/{{atlas}}/qc/glass_brain.png"],
+    atlas=ATLASES,
+)
 
 
 rule atlas:
@@ -19,7 +19,6 @@ rule atlas:
         name=lambda wildcards: wildcards.atlas,
         resources_dir=RESOURCES,
         resolution_mm=config["atlas"]["resolution_mm"],
-        difumo_dimension=config["atlas"]["difumo_dimension"],
     log:
         f"{LOGS}/atlas/{{atlas}}.log",
     benchmark:

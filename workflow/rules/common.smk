@@ -1,4 +1,6 @@
 # Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
+import os
+
 from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
 from mnm.registry import MNM_VARIANTS, OUTPUT_FILES
@@ -14,14 +16,16 @@ RESOURCES = config["resources_dir"]
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 ENCODER = config["text"]["encoder"]
-ATLAS = config["atlas"]["name"]
+ATLASES = config["brain"]["atlases"]
+# The primary atlas: the trade-off sweep, the Poincare figure, map examples and queries use it.
+ATLAS = ATLASES[0]
 FOLDS = [str(f) for f in range(config["folds"]["n_folds"])]
 REPEATS = [str(r) for r in range(config["folds"]["n_repeats"])]
 MODELS = config["models"]["names"]
 SECTIONS = config["models"]["sections"]
 TRADEOFF = config["models"]["tradeoff"]
 # Per-(repeat, fold) outputs of a training job, and the model trained on every article.
-MODEL_DIR = f"{RESULTS}/models/{{model}}/{ENCODER}/{{section}}/{ATLAS}"
+MODEL_DIR = f"{RESULTS}/models/{{model}}/{ENCODER}/{{section}}/{{atlas}}"
 CV_DIR = f"{MODEL_DIR}/repeat-{{repeat}}/fold-{{fold}}"
 ALL_DIR = f"{MODEL_DIR}/fold-all"
 TRADEOFF_DIR = f"{RESULTS}/tradeoff/{ENCODER}/{TRADEOFF['section']}/{ATLAS}/{{head}}/lambda-{{lam}}/fold-{{fold}}"
@@ -41,20 +45,32 @@ wildcard_constraints:
     lam="[0-9.e+-]+",
 
 
-def cv_outputs(file, models=MODELS, sections=SECTIONS, repeats=REPEATS, folds=FOLDS):
-    """One per-(repeat, fold) file of every configured model and section."""
-    return expand(f"{CV_DIR}/{file}", model=models, section=sections, repeat=repeats, fold=folds)
+def cv_outputs(file, models=MODELS, sections=SECTIONS, repeats=REPEATS, folds=FOLDS, atlases=ATLASES):
+    """One per-(repeat, fold) file of every configured model, section and atlas."""
+    return expand(f"{CV_DIR}/{file}", model=models, section=sections, repeat=repeats, fold=folds,
+                  atlas=atlases)
 
 
-def all_outputs(file, models=MODELS, sections=SECTIONS):
-    """One file of the fold-all model of every configured model and section."""
-    return expand(f"{ALL_DIR}/{file}", model=models, section=sections)
+def all_outputs(file, models=MODELS, sections=SECTIONS, atlases=ATLASES):
+    """One file of the fold-all model of every configured model, section and atlas."""
+    return expand(f"{ALL_DIR}/{file}", model=models, section=sections, atlas=atlases)
 
 
 def tradeoff_outputs(file):
     """One per-fold file of every sweep point (repeat 0)."""
     return [path for head, lam in TRADEOFF_POINTS
             for path in expand(f"{TRADEOFF_DIR}/{file}", head=head, lam=lam, fold=FOLDS)]
+
+
+def map_inputs(atlas):
+    """Inputs of the map-prediction rules on one atlas (or on the ``{atlas}`` wildcard)."""
+    return dict(
+        atlas=f"{RESULTS}/atlas/{atlas}/atlas.nii.gz",
+        components=f"{RESULTS}/atlas/{atlas}/components.parquet",
+        peaks=f"{RESULTS}/corpus/peaks.parquet",
+        articles=f"{RESULTS}/corpus/articles.parquet",
+        text=expand(f"{RESULTS}/text/{ENCODER}/{{section}}/embeddings.parquet", section=SECTIONS),
+    )
 
 
 MODEL_OUTPUTS = (
@@ -72,6 +88,18 @@ SLURM = slurm_settings(config["cluster"])
 def slurm(gpu=False):
     """slurm_partition + slurm_account resources of a CPU (default) or GPU job."""
     return slurm_resources(SLURM, gpu)
+
+
+# The rehearsal's stand-in for Mistral-7B (config/rehearsal.yaml): a tiny randomly initialised
+# Mistral and a tokenizer for the generated corpus, built by rule tiny_mistral (mnm.rehearsal). An encoder
+# whose `model` is this folder depends on the rule that writes it.
+TINY_MISTRAL = os.path.normpath(f"{RESOURCES}/models/tiny_mistral_generated")
+
+
+def encoder_model_input(wildcards):
+    """The tiny Mistral's folder when the shard's encoder uses it, else nothing."""
+    model = config["text"]["encoders"][wildcards.encoder]["model"]
+    return [TINY_MISTRAL] if os.path.normpath(model) == TINY_MISTRAL else []
 
 
 def job_resources(rule, gpu=False):

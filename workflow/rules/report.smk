@@ -7,6 +7,7 @@ REPORT = f"{RESULTS}/report"
 FIGURES = f"{REPORT}/figures"
 ATLAS_DIR = f"{RESULTS}/atlas/{ATLAS}"
 COEFFICIENTS = f"{RESULTS}/brain/{ATLAS}/coefficients.parquet"
+
 HYPERBOLIC_MODELS = [m for m in MODELS if m in MNM_VARIANTS]
 # Fold-all models drawn on the Poincare disk: MNM with and without the hierarchy loss.
 POINCARE_MODELS = [m for m in ("mnm", "mnm_no_hier") if m in MODELS] or HYPERBOLIC_MODELS[:1]
@@ -68,7 +69,6 @@ rule recall_figure:
 rule hierarchy:
     input:
         test_embeddings=cv_outputs("test_embeddings.parquet", models=HYPERBOLIC_MODELS),
-        coefficients=COEFFICIENTS,
     output:
         table=f"{REPORT}/hierarchy.parquet",
         geometry=f"{REPORT}/geometry.parquet",
@@ -93,7 +93,7 @@ rule tradeoff:
         test=tradeoff_outputs("test_embeddings.parquet"),
         validation=tradeoff_outputs("validation_embeddings.parquet"),
         baseline=cv_outputs("metrics.parquet", models=["neurocontext"], sections=[TRADEOFF["section"]],
-                            repeats=["0"]) if "neurocontext" in MODELS else [],
+                            repeats=["0"], atlases=[ATLAS]) if "neurocontext" in MODELS else [],
     output:
         points=f"{REPORT}/tradeoff.parquet",
         selection=f"{REPORT}/tradeoff_selection.parquet",
@@ -118,7 +118,7 @@ rule tradeoff:
 
 rule poincare:
     input:
-        models=all_outputs(OUTPUT_FILES["model"], models=POINCARE_MODELS, sections=[SECTIONS[0]]),
+        models=all_outputs(OUTPUT_FILES["model"], models=POINCARE_MODELS, sections=[SECTIONS[0]], atlases=[ATLAS]),
         atlas=f"{ATLAS_DIR}/atlas.nii.gz",
         components=f"{ATLAS_DIR}/components.parquet",
         coefficients=COEFFICIENTS,
@@ -141,13 +141,6 @@ rule poincare:
         "../scripts/report_poincare.py"
 
 
-MAP_INPUT = dict(
-    atlas=f"{ATLAS_DIR}/atlas.nii.gz",
-    components=f"{ATLAS_DIR}/components.parquet",
-    peaks=f"{RESULTS}/corpus/peaks.parquet",
-    articles=f"{RESULTS}/corpus/articles.parquet",
-    text=expand(f"{RESULTS}/text/{ENCODER}/{{section}}/embeddings.parquet", section=SECTIONS),
-)
 MAP_PARAMS = dict(
     sections=SECTIONS,
     fwhm_mm=config["brain"]["fwhm_mm"],
@@ -157,23 +150,24 @@ MAP_PARAMS = dict(
 EXAMPLE_MODEL = "mnm" if "mnm" in MODELS else MODELS[0]
 
 
-# One job per model (so that the models' map evaluations run side by side), repeat 0.
+# One job per (atlas, model), so that the map evaluations run side by side; repeat 0.
 rule map_dice:
     input:
-        **MAP_INPUT,
-        models=lambda wildcards: cv_outputs(OUTPUT_FILES["model"], models=[wildcards.model], repeats=["0"]),
+        **map_inputs("{atlas}"),
+        models=lambda wildcards: cv_outputs(OUTPUT_FILES["model"], models=[wildcards.model], repeats=["0"],
+                                            atlases=[wildcards.atlas]),
         test_embeddings=lambda wildcards: cv_outputs("test_embeddings.parquet", models=[wildcards.model],
-                                                     repeats=["0"]),
+                                                     repeats=["0"], atlases=[wildcards.atlas]),
     output:
-        f"{REPORT}/map_dice/{{model}}.parquet",
+        f"{REPORT}/map_dice/{{atlas}}/{{model}}.parquet",
     params:
         **MAP_PARAMS,
         fractions=EVAL["dice_top_fractions"],
         articles_per_fold=EVAL["map_articles_per_fold"],
     log:
-        f"{LOGS}/report/map_dice/{{model}}.log",
+        f"{LOGS}/report/map_dice/{{atlas}}/{{model}}.log",
     benchmark:
-        f"{BENCHMARKS}/report/map_dice/{{model}}.tsv"
+        f"{BENCHMARKS}/report/map_dice/{{atlas}}/{{model}}.tsv"
     threads: 1
     resources:
         **job_resources("map_dice"),
@@ -186,7 +180,7 @@ rule map_dice:
 
 rule map_prediction:
     input:
-        expand(f"{REPORT}/map_dice/{{model}}.parquet", model=MODELS),
+        expand(f"{REPORT}/map_dice/{{atlas}}/{{model}}.parquet", atlas=ATLASES, model=MODELS),
     output:
         dice=f"{REPORT}/map_dice.parquet",
         summary=f"{REPORT}/map_prediction.parquet",
@@ -208,11 +202,11 @@ rule map_prediction:
 
 rule map_examples:
     input:
-        **MAP_INPUT,
+        **map_inputs(ATLAS),
         model=cv_outputs(OUTPUT_FILES["model"], models=[EXAMPLE_MODEL], sections=SECTIONS[-1:], repeats=["0"],
-                         folds=FOLDS[:1]),
+                         folds=FOLDS[:1], atlases=[ATLAS]),
         test_embeddings=cv_outputs("test_embeddings.parquet", models=[EXAMPLE_MODEL], sections=SECTIONS[-1:],
-                                   repeats=["0"], folds=FOLDS[:1]),
+                                   repeats=["0"], folds=FOLDS[:1], atlases=[ATLAS]),
     output:
         examples=[report(path, caption="../report/maps.rst", category="Map prediction") for path in EXAMPLE_FIGURES],
         maps=directory(f"{REPORT}/maps"),

@@ -1,8 +1,6 @@
 # Stage 2: text embeddings, scattered over shards of articles and gathered per (encoder, section).
 # Per-text vectors are cached under {RESULTS}/cache/text/{encoder}/<fingerprint>/, so reruns
 # (after a crash, or with more articles) embed only what is missing.
-import os
-
 from mnm.text import wants_gpu
 
 # Gathering the shards is bookkeeping: it runs where Snakemake runs; so is writing the tiny
@@ -19,18 +17,6 @@ TEXT_ON_GPU = wants_gpu(config["text"]["device"])
 # Every section's embedding table by the models' encoder (text.encoder). Other entries of
 # text.encoders are only definitions: a --configfile that picks another encoder must not drag
 # the default config's encoder into the run.
-# The rehearsal's stand-in for Mistral-7B (config/rehearsal.yaml): a tiny randomly initialised
-# Mistral and a tokenizer for the generated corpus, built here (mnm.rehearsal). An encoder
-# whose `model` is this folder depends on the rule that writes it.
-TINY_MISTRAL = os.path.normpath(f"{RESOURCES}/models/tiny_mistral_generated")
-
-
-def encoder_model_input(wildcards):
-    """The tiny Mistral's folder when the shard's encoder uses it, else nothing."""
-    model = config["text"]["encoders"][wildcards.encoder]["model"]
-    return [TINY_MISTRAL] if os.path.normpath(model) == TINY_MISTRAL else []
-
-
 TEXT_EMBEDDINGS = expand(
     f"{RESULTS}/text/{{encoder}}/{{section}}/embeddings.parquet",
     encoder=[ENCODER],

@@ -9,5 +9,4 @@ with logged_job(snakemake):
         snakemake.output.atlas,
         snakemake.output.components,
         resolution_mm=snakemake.params.resolution_mm,
-        difumo_dimension=snakemake.params.difumo_dimension,
     )

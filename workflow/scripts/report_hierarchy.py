@@ -5,6 +5,5 @@ with logged_job(snakemake):
 
     out = snakemake.output
     write_hierarchy_report(
-        snakemake.input.test_embeddings, snakemake.input.coefficients,
-        out.table, out.geometry, out.points, out.figure, out.radii,
+        snakemake.input.test_embeddings, out.table, out.geometry, out.points, out.figure, out.radii,
     )

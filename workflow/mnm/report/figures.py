@@ -36,6 +36,8 @@ def recall_bars(summary: pd.DataFrame, path, models_order=None) -> None:
     section x direction; chance levels as black ticks."""
     table = summary[summary["metric"].isin(["recall", "mix_and_match"])].copy()
     table["label"] = np.where(table["metric"] == "recall", "R@" + table["k"].astype(str), "M&M")
+    if "atlas" in table and table["atlas"].nunique() > 1:  # one row of panels per (atlas, section)
+        table["section"] = table["atlas"] + ", " + table["section"]
     sections = list(dict.fromkeys(table["section"]))
     models = [m for m in (models_order or dict.fromkeys(table["model"])) if m in set(table["model"])]
     fig, axes = plt.subplots(
@@ -63,19 +65,20 @@ def recall_bars(summary: pd.DataFrame, path, models_order=None) -> None:
 
 
 def hierarchy_histograms(points: pd.DataFrame, table: pd.DataFrame, path) -> None:
-    """2D histograms of brain radius against n_active, one panel per hyperbolic model x section."""
-    groups = list(points.groupby(["model", "section"], sort=False)) if len(points) else []
+    """2D histograms of brain radius against n_active, one panel per hyperbolic model x section x atlas."""
+    groups = list(points.groupby(["model", "section", "atlas"], sort=False)) if len(points) else []
     n = max(len(groups), 1)
     fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.4), squeeze=False)
     if not groups:
         axes[0, 0].text(0.5, 0.5, "no hyperbolic model trained", ha="center", va="center")
         axes[0, 0].set_axis_off()
-    for ax, ((model, section), group) in zip(axes[0], groups):
+    for ax, ((model, section, atlas), group) in zip(axes[0], groups):
         ax.hist2d(group["n_active"], group["brain_radius"],
                   bins=(min(30, group["n_active"].nunique() + 1), 30), cmap="viridis", cmin=1)
-        mean = table[(table["model"] == model) & (table["section"] == section) & (table["fold"] == "mean")]
+        mean = table[(table["model"] == model) & (table["section"] == section) & (table["atlas"] == atlas)
+                     & (table["fold"] == "mean")]
         tau = mean["tau"].iloc[0] if len(mean) else np.nan
-        ax.set_title(f"{model} ({section}): τ = {tau:.2f}")
+        ax.set_title(f"{model} ({section}, {atlas}): τ = {tau:.2f}", fontsize=9)
         ax.set_xlabel("active components")
         ax.set_ylabel("brain radius d(x, O)")
     save_figure(fig, path)
@@ -83,20 +86,20 @@ def hierarchy_histograms(points: pd.DataFrame, table: pd.DataFrame, path) -> Non
 
 def radius_histograms(points: pd.DataFrame, geometry: pd.DataFrame, path) -> None:
     """Histograms of the distance to the origin per model (rows) and modality (columns)."""
-    groups = list(points.groupby(["model", "section"], sort=False)) if len(points) else []
+    groups = list(points.groupby(["model", "section", "atlas"], sort=False)) if len(points) else []
     fig, axes = plt.subplots(max(len(groups), 1), 2, figsize=(8, 2.4 * max(len(groups), 1)), squeeze=False)
     if not groups:
         for ax in axes[0]:
             ax.set_axis_off()
         axes[0, 0].text(0.5, 0.5, "no hyperbolic model trained", ha="center", va="center")
-    for row, ((model, section), group) in enumerate(groups):
+    for row, ((model, section, atlas), group) in enumerate(groups):
         for col, modality in enumerate(("brain", "text")):
             ax = axes[row, col]
             ax.hist(group[f"{modality}_radius"], bins=40, color="C0" if modality == "brain" else "C1")
             info = geometry[(geometry["model"] == model) & (geometry["section"] == section)
-                            & (geometry["modality"] == modality)]
+                            & (geometry["atlas"] == atlas) & (geometry["modality"] == modality)]
             cv = info["radius_cv"].iloc[0] if len(info) else np.nan
-            ax.set_title(f"{model} ({section}) {modality}: CV {cv:.3f}", fontsize=9)
+            ax.set_title(f"{model} ({section}, {atlas}) {modality}: CV {cv:.3f}", fontsize=9)
             ax.set_xlabel("distance to the origin")
     save_figure(fig, path)
 

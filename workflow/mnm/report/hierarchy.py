@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mnm import metrics
-from mnm.io import read_parquet, write_parquet
+from mnm.io import write_parquet
 from mnm.report.retrieval import parse_fold_path
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: One hierarchy analysis per hyperbolic model, section and atlas.
+GROUP = ["model", "section", "atlas"]
 
 
 def top_k_differs(scores: np.ndarray, text, brain, k: int = 10) -> np.ndarray:
@@ -52,30 +54,27 @@ def top_k_differs(scores: np.ndarray, text, brain, k: int = 10) -> np.ndarray:
     return np.array([set(a) != set(b) for a, b in zip(top_scores, top_cosine)])
 
 
-def hierarchy_points(test_embedding_paths, coefficients) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hierarchy_points(test_embedding_paths) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per held-out article of every hyperbolic model: radii, x0 and n_active; per test set:
     the share of queries whose angle top-10 differs from cosine.
 
     Parameters
     ----------
     test_embedding_paths : list of path-like
-        Per-(repeat, fold) ``test_embeddings.parquet``; Euclidean models and fold-all skipped.
-    coefficients : path-like
-        ``coefficients.parquet`` (article_id, ..., n_active).
+        Per-(repeat, fold) ``test_embeddings.parquet`` (with each article's ``n_active`` on
+        the model's atlas); Euclidean models and fold-all skipped.
 
     Returns
     -------
     points : pandas.DataFrame
-        model, section, repeat, fold, article_id, brain_radius, text_radius, x0, n_active.
+        model, section, atlas, repeat, fold, article_id, brain_radius, text_radius, x0, n_active.
     differs : pandas.DataFrame
-        model, section, repeat, fold, top10_differs (share of text queries).
+        model, section, atlas, repeat, fold, top10_differs (share of text queries).
     """
     from mnm.lorentz import time_component
     from mnm.scoring import radii, read_embeddings, score_matrix
     import torch
 
-    active = read_parquet(coefficients, columns=["article_id", "n_active"])
-    active = active.set_index(active["article_id"].astype(str))["n_active"]
     frames, differs = [], []
     for path in test_embedding_paths:
         keys = parse_fold_path(path)
@@ -88,22 +87,18 @@ def hierarchy_points(test_embedding_paths, coefficients) -> tuple[pd.DataFrame, 
             raise ValueError(f"{path}: angle-scored (hyperbolic) embeddings without a curvature")
         c = float(meta["curvature"])
         ids = ids.astype(str)
-        missing = ~pd.Index(ids).isin(active.index)
-        if missing.any():
-            raise ValueError(f"{path}: {missing.sum()} articles absent from {coefficients}, e.g. {ids[missing][0]}")
-        where = {"model": keys["model"], "section": keys["section"],
+        where = {"model": keys["model"], "section": keys["section"], "atlas": keys["atlas"],
                  "repeat": int(keys["repeat"] or 0), "fold": int(keys["fold"])}
         frames.append(pd.DataFrame({
             **where, "article_id": ids, "brain_radius": radii(brain, c), "text_radius": radii(text, c),
             "x0": time_component(torch.as_tensor(np.array(brain, dtype=np.float64)), c).numpy(),
-            "n_active": active.loc[ids].to_numpy(),
+            "n_active": meta["n_active"],
         }))
         scores = score_matrix("angle", text, brain, c, meta["angle_apex"])
         differs.append({**where, "top10_differs": float(top_k_differs(scores, text, brain, 10).mean())})
-    points_columns = ["model", "section", "repeat", "fold", "article_id", "brain_radius",
-                      "text_radius", "x0", "n_active"]
+    points_columns = [*GROUP, "repeat", "fold", "article_id", "brain_radius", "text_radius", "x0", "n_active"]
     points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=points_columns)
-    differs_frame = pd.DataFrame(differs, columns=["model", "section", "repeat", "fold", "top10_differs"])
+    differs_frame = pd.DataFrame(differs, columns=[*GROUP, "repeat", "fold", "top10_differs"])
     return points, differs_frame
 
 
@@ -113,43 +108,44 @@ def hierarchy_table(points: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        model, section, fold (``r<repeat>f<fold>`` per test set, ``mean`` over test sets with
-        the std in ``tau_std``, or ``pooled`` over all test articles), tau, p_value, tau_std, n.
+        model, section, atlas, fold (``r<repeat>f<fold>`` per test set, ``mean`` over test
+        sets with the std in ``tau_std``, or ``pooled`` over all test articles), tau, p_value,
+        tau_std, n.
     """
     rows = []
-    for (model, section), group in points.groupby(["model", "section"], sort=False):
+    for key, group in points.groupby(GROUP, sort=False):
         taus = []
         for (repeat, fold), part in group.groupby(["repeat", "fold"]):
             tau, p_value = metrics.kendall_tau(part["brain_radius"], part["n_active"])
             taus.append(tau)
-            rows.append((model, section, f"r{repeat}f{fold}", tau, p_value, np.nan, len(part)))
+            rows.append((*key, f"r{repeat}f{fold}", tau, p_value, np.nan, len(part)))
         taus = np.asarray(taus)
-        rows.append((model, section, "mean", float(np.nanmean(taus)), np.nan,
+        rows.append((*key, "mean", float(np.nanmean(taus)), np.nan,
                      float(np.nanstd(taus, ddof=1)) if len(taus) > 1 else np.nan, len(group)))
         tau, p_value = metrics.kendall_tau(group["brain_radius"], group["n_active"])
-        rows.append((model, section, "pooled", tau, p_value, np.nan, len(group)))
-    return pd.DataFrame(rows, columns=["model", "section", "fold", "tau", "p_value", "tau_std", "n"])
+        rows.append((*key, "pooled", tau, p_value, np.nan, len(group)))
+    return pd.DataFrame(rows, columns=[*GROUP, "fold", "tau", "p_value", "tau_std", "n"])
 
 
 def geometry_table(points: pd.DataFrame, differs: pd.DataFrame) -> pd.DataFrame:
-    """Radius distribution per model, section and modality, and the angle-vs-cosine share.
+    """Radius distribution per model, section, atlas and modality, and the angle-vs-cosine share.
 
     Returns
     -------
     pandas.DataFrame
-        model, section, modality (brain/text), radius_mean, radius_std, radius_cv,
+        model, section, atlas, modality (brain/text), radius_mean, radius_std, radius_cv,
         top10_differs (mean share over test sets; the same on both modality rows), n.
     """
     rows = []
-    for (model, section), group in points.groupby(["model", "section"], sort=False):
-        share = differs[(differs["model"] == model) & (differs["section"] == section)]["top10_differs"].mean()
+    shares = differs.groupby(GROUP)["top10_differs"].mean()
+    for key, group in points.groupby(GROUP, sort=False):
         for modality in ("brain", "text"):
             radius = group[f"{modality}_radius"].to_numpy(dtype=np.float64)
             mean, std = float(radius.mean()), float(radius.std(ddof=1)) if len(radius) > 1 else np.nan
-            rows.append((model, section, modality, mean, std, std / mean if mean > 0 else np.nan,
-                         float(share), len(radius)))
-    return pd.DataFrame(rows, columns=["model", "section", "modality", "radius_mean", "radius_std",
-                                       "radius_cv", "top10_differs", "n"])
+            rows.append((*key, modality, mean, std, std / mean if mean > 0 else np.nan,
+                         float(shares.loc[key]), len(radius)))
+    return pd.DataFrame(rows, columns=[*GROUP, "modality", "radius_mean", "radius_std", "radius_cv",
+                                       "top10_differs", "n"])
 
 
 def poincare_disk_coordinates(space, curvature: float, seed: int = 0) -> np.ndarray:
@@ -180,12 +176,12 @@ def poincare_disk_coordinates(space, curvature: float, seed: int = 0) -> np.ndar
     return (np.sqrt(curvature) * lorentz.to_poincare(point, float(curvature))).numpy()
 
 
-def write_hierarchy_report(test_embedding_paths, coefficients, out_table, out_geometry, out_points,
-                           out_figure, out_radii_figure) -> pd.DataFrame:
+def write_hierarchy_report(test_embedding_paths, out_table, out_geometry, out_points, out_figure,
+                           out_radii_figure) -> pd.DataFrame:
     """``hierarchy.parquet``, ``geometry.parquet``, the points and two figures."""
     from mnm.report import figures
 
-    points, differs = hierarchy_points(test_embedding_paths, coefficients)
+    points, differs = hierarchy_points(test_embedding_paths)
     table = hierarchy_table(points)
     geometry = geometry_table(points, differs)
     write_parquet(table, out_table)

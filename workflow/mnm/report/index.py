@@ -20,16 +20,16 @@ def hierarchy_markdown(table: pd.DataFrame, geometry: pd.DataFrame) -> str:
     """Markdown of the per-model Kendall tau (mean ± std over test sets, pooled) and radii."""
     if table.empty:
         return "No hyperbolic model was trained: no hierarchy analysis.\n"
-    lines = ["| model | section | tau (mean ± std over test sets) | tau (pooled) | p (pooled) | n "
+    lines = ["| model | section | atlas | tau (mean ± std over test sets) | tau (pooled) | p (pooled) | n "
              "| brain radius mean (CV) | text radius mean (CV) | angle top-10 ≠ cosine top-10 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    radius = geometry.set_index(["model", "section", "modality"])
-    for (model, section), group in table.groupby(["model", "section"], sort=False):
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    radius = geometry.set_index(["model", "section", "atlas", "modality"])
+    for (model, section, atlas), group in table.groupby(["model", "section", "atlas"], sort=False):
         mean = group[group["fold"] == "mean"].iloc[0]
         pooled = group[group["fold"] == "pooled"].iloc[0]
         std = "" if pd.isna(mean["tau_std"]) else f" ± {mean['tau_std']:.3f}"
-        brain, text = radius.loc[(model, section, "brain")], radius.loc[(model, section, "text")]
-        lines.append(f"| {model} | {section} | {mean['tau']:.3f}{std} | {pooled['tau']:.3f} "
+        brain, text = radius.loc[(model, section, atlas, "brain")], radius.loc[(model, section, atlas, "text")]
+        lines.append(f"| {model} | {section} | {atlas} | {mean['tau']:.3f}{std} | {pooled['tau']:.3f} "
                      f"| {pooled['p_value']:.2g} | {int(pooled['n'])} "
                      f"| {brain['radius_mean']:.3f} ({brain['radius_cv']:.3f}) "
                      f"| {text['radius_mean']:.3f} ({text['radius_cv']:.3f}) | {100 * brain['top10_differs']:.0f} % |")

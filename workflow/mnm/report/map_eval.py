@@ -40,7 +40,7 @@ __all__ = ["MapEvaluator", "DecoderInputs", "evaluate_fold", "evaluate_model_map
 
 log = logging.getLogger(__name__)
 
-DICE_COLUMNS = ["model", "section", "route", "level", "kind", "fold", "article_id", "fraction", "dice"]
+DICE_COLUMNS = ["model", "section", "atlas", "route", "level", "kind", "fold", "article_id", "fraction", "dice"]
 
 
 def _voxels(img, mask: np.ndarray) -> np.ndarray:
@@ -133,8 +133,8 @@ class MapEvaluator:
 def _dice_rows(keys: dict, kind: str, article: str, fractions, pred_ranks, truth_ranks) -> list[tuple]:
     """One :data:`DICE_COLUMNS` row per fraction."""
     curve = metrics.dice_curve_from_ranks(pred_ranks, truth_ranks, fractions)
-    return [(keys["model"], keys["section"], keys["route"], keys["level"], kind, keys["fold"], article, f, d)
-            for f, d in zip(fractions, curve)]
+    return [(keys["model"], keys["section"], keys["atlas"], keys["route"], keys["level"], kind, keys["fold"],
+             article, f, d) for f, d in zip(fractions, curve)]
 
 
 def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, decoder_inputs,
@@ -259,7 +259,7 @@ def evaluate_model_maps(model_paths, test_embedding_paths, atlas_dir, peaks, tex
     rows = []
     for model_path, test_path in tqdm(pairs, desc="map prediction"):
         path_keys = parse_fold_path(model_path)
-        keys = {"model": path_keys["model"], "section": path_keys["section"], "fold": int(path_keys["fold"])}
+        keys = {**path_keys, "fold": int(path_keys["fold"])}
         ids, text_emb, _, _ = read_embeddings(test_path)
         fold_rows, _ = evaluate_fold(evaluator, load_trained(model_path), keys, ids, text_emb, decoder_inputs,
                                      fractions, articles_per_fold, seed, temperature)
@@ -293,8 +293,8 @@ def write_map_examples(model_path, test_embedding_path, atlas_dir, peaks, text_i
     from mnm.scoring import read_embeddings
     from mnm.trained import load_trained
 
-    path_keys = parse_fold_path(model_path)
-    keys = {"model": path_keys["model"], "section": path_keys["section"], "fold": int(path_keys["fold"])}
+    keys = {**parse_fold_path(model_path)}
+    keys["fold"] = int(keys["fold"])
     evaluator = evaluator or MapEvaluator(atlas_dir, peaks, fwhm_mm, zscore)
     ids, text_emb, _, _ = read_embeddings(test_embedding_path)
     _, maps = evaluate_fold(evaluator, load_trained(model_path), keys, ids, text_emb,
@@ -338,7 +338,7 @@ def summarise_dice(dice: pd.DataFrame, fractions) -> pd.DataFrame:
 
     Rows keep the order in which models, sections, routes and levels first appear in ``dice``.
     """
-    keys = ["model", "section", "route", "level", "kind"]
+    keys = ["model", "section", "atlas", "route", "level", "kind"]
     if dice.empty:
         return pd.DataFrame(columns=keys + ["dice_auc_mean", "dice_auc_std", "n_articles"])
     areas = (
@@ -371,7 +371,7 @@ def dice_markdown(summary: pd.DataFrame, fractions) -> str:
         "the prediction has non-zero ones (expected Dice = the top fraction).",
         "",
     ]
-    keys = ["model", "section", "route", "level"]
+    keys = ["model", "section", "atlas", "route", "level"]
     at_columns = [c for c in summary.columns if c.startswith("dice_top_")]
     header = [*keys, "n", "Dice AUC", "shuffled articles", "random map"] + at_columns
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -118,10 +118,10 @@ def collect_fold_metrics(paths) -> pd.DataFrame:
 def summarise_folds(per_fold: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample standard deviation (ddof=1) over every (repeat, fold).
 
-    One row per section x model x direction x metric x k with ``mean``, ``std``, ``n_folds``
-    (the number of (repeat, fold) test sets), ``chance`` and ``control`` (means).
+    One row per atlas x section x model x direction x metric x k with ``mean``, ``std``,
+    ``n_folds`` (the number of (repeat, fold) test sets), ``chance`` and ``control`` (means).
     """
-    keys = ["section", "model", "direction", "metric", "k"]
+    keys = ["atlas", "section", "model", "direction", "metric", "k"]
     grouped = per_fold.groupby(keys, sort=False)
     summary = grouped["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n_folds="count")
     summary["chance"] = grouped["chance"].mean()
@@ -172,7 +172,8 @@ def paired_comparison(per_fold: pd.DataFrame, model: str = "mnm", baseline: str 
     n_folds = n_folds or int(per_fold["fold"].nunique())
     rows = []
     table = per_fold[per_fold["metric"].isin(TABLE_METRICS)]
-    for (section, direction, metric, k), group in table.groupby(["section", "direction", "metric", "k"], sort=False):
+    for (atlas, section, direction, metric, k), group in table.groupby(
+            ["atlas", "section", "direction", "metric", "k"], sort=False):
         a = group[group["model"] == model].set_index(["repeat", "fold"])["value"]
         b = group[group["model"] == baseline].set_index(["repeat", "fold"])["value"]
         pairs = a.index.intersection(b.index)
@@ -182,13 +183,13 @@ def paired_comparison(per_fold: pd.DataFrame, model: str = "mnm", baseline: str 
         low, high, t_p = corrected_t_interval(diff, 1.0 / max(n_folds - 1, 1))
         wilcoxon_p = float(stats.wilcoxon(diff).pvalue) if len(diff) >= 2 and np.any(diff != 0) else np.nan
         rows.append({
-            "section": section, "direction": direction, "metric": metric, "k": int(k),
+            "atlas": atlas, "section": section, "direction": direction, "metric": metric, "k": int(k),
             "model": model, "baseline": baseline, "n_pairs": len(diff),
             "mean_difference": float(diff.mean()),
             "std_difference": float(diff.std(ddof=1)) if len(diff) > 1 else np.nan,
             "ci_low": low, "ci_high": high, "t_p": t_p, "wilcoxon_p": wilcoxon_p,
         })
-    columns = ["section", "direction", "metric", "k", "model", "baseline", "n_pairs",
+    columns = ["atlas", "section", "direction", "metric", "k", "model", "baseline", "n_pairs",
                "mean_difference", "std_difference", "ci_low", "ci_high", "t_p", "wilcoxon_p"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -220,11 +221,11 @@ def _reference_row(summary: pd.DataFrame, columns, field: str, label: str) -> st
     return "| " + " | ".join(cells) + " |"
 
 
-def _comparison_markdown(comparison: pd.DataFrame) -> list[str]:
+def _comparison_markdown(comparison: pd.DataFrame, level: str = "##") -> list[str]:
     text = []
     for (model, baseline), part in comparison.groupby(["model", "baseline"], sort=False):
         text += [
-            "", f"## Paired differences: {model} − {baseline}", "",
+            "", f"{level} Paired differences: {model} − {baseline}", "",
             f"Per (repeat, fold) differences in percentage points ({int(part['n_pairs'].max())} pairs). "
             "95% CI and t p-value: corrected resampled t-test (Nadeau & Bengio 2003), which "
             "accounts for the overlap of training sets across folds; Wilcoxon p: signed-rank test "
@@ -241,14 +242,8 @@ def _comparison_markdown(comparison: pd.DataFrame) -> list[str]:
     return text
 
 
-def table1_markdown(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, models_order=None) -> str:
-    """Markdown Table 1: rows models, columns section x direction x (Recall@K, Mix&Match).
-
-    Cells are ``mean ± std`` in percent over every (repeat, fold); the best mean per column is
-    bold; the last rows give the chance level and the shuffled-pairs control. Paired
-    comparisons follow.
-    """
-    summary = summary[summary["metric"].isin(TABLE_METRICS)]
+def _table1_lines(summary: pd.DataFrame, models_order=None) -> list[str]:
+    """The Table-1 rows of one atlas (models, then chance and control)."""
     columns = _ordered_columns(summary)
     models = [m for m in (models_order or dict.fromkeys(summary["model"])) if m in set(summary["model"])]
     indexed = summary.set_index(["model", "section", "direction", "metric", "k"])
@@ -271,6 +266,20 @@ def table1_markdown(summary: pd.DataFrame, comparison: pd.DataFrame | None = Non
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(_reference_row(summary, columns, "chance", "chance"))
     lines.append(_reference_row(summary, columns, "control", "shuffled pairs (control)"))
+    return lines
+
+
+def table1_markdown(summary: pd.DataFrame, comparison: pd.DataFrame | None = None, models_order=None) -> str:
+    """Markdown Table 1: rows models, columns section x direction x (Recall@K, Mix&Match).
+
+    Cells are ``mean ± std`` in percent over every (repeat, fold); the best mean per column is
+    bold; the last rows give the chance level and the shuffled-pairs control. With several
+    atlases, one table (and its paired comparisons) per atlas.
+    """
+    summary = summary[summary["metric"].isin(TABLE_METRICS)]
+    if "atlas" not in summary:
+        summary = summary.assign(atlas="")
+    atlases = list(dict.fromkeys(summary["atlas"]))
     n_sets = int(summary["n_folds"].max()) if len(summary) else 0
     text = [
         "# Retrieval (Table 1)", "",
@@ -279,11 +288,15 @@ def table1_markdown(summary: pd.DataFrame, comparison: pd.DataFrame | None = Non
         "top K (ties counted against the model); Mix&Match: share of other candidates scored "
         "below the true pair. Best mean per column in bold. *chance*: a random ranking; "
         "*shuffled pairs (control)*: each model's own test scores after the text-brain pairing "
-        f"is permuted ({N_PERMUTATIONS} permutations, mean over models).", "",
-        *lines,
+        f"is permuted ({N_PERMUTATIONS} permutations, mean over models).",
     ]
-    if comparison is not None and len(comparison):
-        text += _comparison_markdown(comparison)
+    for atlas in atlases:
+        if len(atlases) > 1:
+            text += ["", f"## Atlas {atlas}"]
+        text += ["", *_table1_lines(summary[summary["atlas"] == atlas], models_order)]
+        if comparison is not None and len(comparison):
+            part = comparison[comparison["atlas"] == atlas] if "atlas" in comparison else comparison
+            text += _comparison_markdown(part, "###" if len(atlases) > 1 else "##")
     return "\n".join(text) + "\n"
 
 

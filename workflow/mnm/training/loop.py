@@ -53,12 +53,12 @@ class Recipe:
     """
 
     batch_size: int = 48
-    max_epochs: int = 100
+    max_epochs: int = 60
     lr: float = 3e-4
     weight_decay: float = 0.05
     warmup_epochs: float = 5.0
     schedule: str = "cosine"
-    patience: int | None = 20
+    patience: int | None = 10
     metric: str = "val_mean_recall"
 
     @classmethod
