@@ -56,7 +56,14 @@ def test_long_body_takes_two_8192_token_windows(encoder):
     assert len(content) == 9000
     windows = encoder.windows(content)
     assert [len(w) for w in windows] == [8192, 810] and all(w[0] == encoder.prefix[0] for w in windows)
-    vector = encoder.embed_token_ids([content])[0]
+    calls = []
+    forward = encoder.model.forward
+    encoder.model.forward = lambda *args, **kwargs: calls.append(kwargs) or forward(*args, **kwargs)
+    try:
+        vector = encoder.embed_token_ids([content])[0]
+    finally:
+        encoder.model.forward = forward
+    assert calls and all(call["use_cache"] is False for call in calls)  # no key/value cache kept
     with torch.inference_mode():
         pooled = [encoder.model(input_ids=torch.tensor([w])).last_hidden_state[0].mean(0) for w in windows]
     expected = torch.stack([p / p.norm() for p in pooled]).mean(0).numpy()
