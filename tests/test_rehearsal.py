@@ -74,8 +74,7 @@ def test_same_seed_same_weights(model_dir, tmp_path):
     from safetensors.numpy import load_file
 
     again = build_tiny_mistral(tmp_path / "again", seed=0)
-    other = build_tiny_mistral(tmp_path / "other", seed=1)
-    first, second, third = (load_file(d / "model.safetensors") for d in (model_dir, again, other))
-    assert all(np.array_equal(first[k], second[k]) for k in first)
-    assert not np.array_equal(first["embed_tokens.weight"], third["embed_tokens.weight"])
+    first, second = (load_file(d / "model.safetensors") for d in (model_dir, again))
+    assert sorted(first) == sorted(second) and all(np.array_equal(first[k], second[k]) for k in first)
+    assert first["embed_tokens.weight"].std() > 0  # random weights, not zeros
     assert (again / "tokenizer.json").read_bytes() == (model_dir / "tokenizer.json").read_bytes()
