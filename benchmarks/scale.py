@@ -128,9 +128,11 @@ def rule_costs(project: Path, jobs: list[dict]) -> dict[str, dict]:
         if job["rule"] == "all":
             continue
         entry = rules.setdefault(job["rule"], {"jobs": 0, "seconds": 0.0, "longest_s": 0.0, "cpu_s": 0.0,
-                                               "max_rss_mb": 0.0, "output_mb": 0.0, "missing_outputs": 0})
+                                               "max_rss_mb": 0.0, "output_mb": 0.0, "missing_outputs": 0,
+                                               "measured_jobs": 0})
         entry["jobs"] += 1
         if job["benchmark"] and (project / job["benchmark"]).is_file():
+            entry["measured_jobs"] += 1
             bench = read_benchmark(project / job["benchmark"])
             entry["seconds"] += bench["s"]
             entry["longest_s"] = max(entry["longest_s"], bench["s"])
@@ -177,7 +179,8 @@ def measure(n_articles: int, workdir: Path, cores: int, niceness: int, keep: boo
     return result
 
 
-def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: float | None) -> dict:
+def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: float | None,
+            command: str | None = None) -> dict:
     """Measurements of a rehearsal run already made (or interrupted) in ``project``: the
     per-rule costs of the jobs that finished; no no-op rerun."""
     log = project / "scale_collect.log"
@@ -193,7 +196,7 @@ def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: fl
         "articles_kept": pq.ParquetFile(corpus).metadata.num_rows if corpus.is_file() else 0,
         "started": started, "cores": cores,
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f} at collection",
-        "command": f"snakemake --configfile {CONFIGFILE} --config rehearsal_articles={n_articles} --cores {cores}",
+        "command": command or f"snakemake --configfile {CONFIGFILE} --config rehearsal_articles={n_articles} --cores {cores}",
         "wall_s": wall_s, "noop_rerun_s": None,
         "n_jobs": sum(1 for j in jobs if j["rule"] != "all"), "jobs_done": done, "partial": True,
         "rules": rules,
@@ -250,11 +253,18 @@ def render(results: dict) -> str:
         jobs = "/".join(sorted({str(e.get("jobs", 0)) for e in entries}))
         row = [rule, jobs]
         for e in entries:
+            if not e.get("measured_jobs", e.get("jobs", 0)):  # not run (an interrupted run)
+                row += ["-"] * 4
+                continue
             temp = " (temp)" if e.get("missing_outputs") else ""
+            if e.get("measured_jobs", e.get("jobs")) < e.get("jobs", 0):
+                temp += f" ({e['measured_jobs']}/{e['jobs']} jobs)"
             row += [_fmt(e.get("seconds"), 1), _fmt(e.get("cpu_s"), 1), _fmt(e.get("max_rss_mb")),
                     _fmt(e.get("output_mb"), 1) + temp]
+        complete = [e.get("measured_jobs", e.get("jobs")) == e.get("jobs") for e in entries]
         for key in ("cpu_s", "max_rss_mb", "output_mb"):
-            row.append(_fmt(growth_exponent(n, [e.get(key) for e in entries]), 2))
+            row.append(_fmt(growth_exponent([s for s, c in zip(n, complete) if c],
+                                            [e.get(key) for e, c in zip(entries, complete) if c]), 2))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "time: wall seconds summed over the rule's jobs (Snakemake benchmark `s`; inflated on a "
               "loaded machine); CPU: CPU seconds summed over the jobs (`cpu_time`, what a quiet machine "
@@ -287,11 +297,12 @@ def main(argv=None) -> None:
                              "run (one --sizes value, --started and --wall-s describe it)")
     parser.add_argument("--started", default="", help="with --collect: when the run started")
     parser.add_argument("--wall-s", type=float, default=None, help="with --collect: how long it ran")
+    parser.add_argument("--command", default=None, help="with --collect: the command of that run")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     if args.collect:
         size = args.sizes[0]
-        results[str(size)] = collect(args.collect, size, args.cores, args.started, args.wall_s)
+        results[str(size)] = collect(args.collect, size, args.cores, args.started, args.wall_s, args.command)
         RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     elif not args.render_only:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mnm-scale-"))
