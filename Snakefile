@@ -17,6 +17,7 @@ include: "workflow/rules/brain.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/neurolip.smk"
 
 
 rule all:

@@ -37,7 +37,7 @@ def subset_studyset(folder: Path, n_studies: int) -> set:
     folder.mkdir(parents=True)
     studies = pd.read_parquet(source / "studies.parquet").sort_values("study_id")
     keep = set(studies["study_id"].head(n_studies))
-    for name in ("studies", "coordinates", "metadata"):
+    for name in ("studies", "analyses", "coordinates", "metadata"):  # NiMARE needs analyses
         table = pd.read_parquet(source / f"{name}.parquet")
         table[table["study_id"].isin(keep)].to_parquet(folder / f"{name}.parquet")
     return keep

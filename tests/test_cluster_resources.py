@@ -44,5 +44,5 @@ def test_only_pytorch_models_on_cuda_use_a_gpu(device, monkeypatch):
     if device in ("cpu", "auto"):
         assert uses == set()
     else:
-        assert uses == {"mnm", "mnm_reverse", "mnm_no_hier", "neurocontext", "mlp"}
+        assert uses == {"mnm", "mnm_reverse", "mnm_no_hier", "neurocontext", "mlp", "text2brain"}
         assert not {"ridge", "tfidf"} & uses

@@ -1,4 +1,5 @@
-"""Corpus stage: pubget extraction on a PMC XML fixture, NiMARE's bundled studyset, QC."""
+"""Corpus stage: pubget extraction on a PMC XML fixture, cleaning rules, QC (NiMARE's
+studysets: tests/test_nimare_io.py)."""
 
 from __future__ import annotations
 
@@ -83,32 +84,6 @@ def test_pubget_dir_source(tmp_path):
         {"source": "pubget_dir", "pubget_dir": str(tmp_path / "pubget")}, *out)
     assert articles["article_id"].tolist() == ["PMC1001", "PMC1002", "PMC1004"]
     assert len(peaks) == 7
-
-
-def test_nimare_bundled_accounting():
-    raw_articles, raw_peaks = load_nimare_studyset()
-    assert len(raw_articles) == 320 and len(raw_peaks) == 9492
-    qc = QCLog()
-    articles, peaks = clean_corpus(raw_articles, raw_peaks, qc)
-    assert len(articles) == 320
-    assert _accounting_holds(qc, "peak", len(peaks))
-    assert _accounting_holds(qc, "article", len(articles))
-    # TAL peaks were converted (NiMARE's own function), not dropped
-    is_tal = (raw_peaks.space == "TAL").to_numpy()
-    assert is_tal.sum() == 1159
-    expected = tal2mni(raw_peaks.loc[is_tal, ["x", "y", "z"]].to_numpy())
-    table = qc.to_frame()
-    converted_count = table[table.reason == "converted: TAL to MNI (Lancaster)"]["count"].sum()
-    assert converted_count == 1159  # every TAL peak converted and counted, none dropped for its space
-    # kept + dropped = input, reason by reason, at peak level (the exact counts of the landing note)
-    dropped = table[(table.level == "peak") & table.reason.str.startswith("dropped")]["count"].sum()
-    assert len(peaks) + dropped == 9492 and dropped == 66
-    # every kept peak lies within the configured distance of the brain
-    assert (corpus.distance_to_brain_mm(peaks[["x", "y", "z"]].to_numpy()) <= 10).all()
-    converted = peaks[peaks.table_id.isin(raw_peaks.table_id[is_tal])][["x", "y", "z"]]
-    # each converted peak equals one row of NiMARE's conversion
-    hits = (np.abs(converted.to_numpy()[:, None, :] - expected[None]).max(-1) < 1e-9).any(1)
-    assert hits.all()
 
 
 def _toy_tables():

@@ -96,12 +96,32 @@ def test_failing_job_log_holds_its_traceback(tiny_run, tmp_path):
     assert "Traceback (most recent call last)" in log and "job failed (rule folds)" in log
 
 
-def test_query_text_ranks_its_article_top5(run, tiny_run, tmp_path):
+def _stored_scores(tiny_run, article_id, query_side):
+    """Scores of one article against every article, from the fold-all model's stored embeddings
+    (written by the training job, independently of the query code): its text against every
+    brain map (``query_side="text"``) or its brain map against every text."""
+    from mnm.scoring import read_embeddings, score_matrix
+
+    ids, text, brain, meta = read_embeddings(
+        tiny_run / "results/models/mnm/minilm/abstract/aicha/fold-all/test_embeddings.parquet")
+    row = list(ids).index(article_id)
+    scores = score_matrix(text_emb=text, brain_emb=brain, **meta)
+    return pd.Series(scores[row] if query_side == "text" else scores[:, row], index=ids)
+
+
+def _assert_top_k_of(table, stored, k=5):
+    """The query's top k are the k best stored scores, with the same values (float tolerance)."""
+    assert len(table) == k and table["score"].is_monotonic_decreasing
+    np.testing.assert_allclose(table["score"], stored[table["article_id"]], atol=2e-4)
+    rest = stored.drop(table["article_id"])
+    assert table["score"].iloc[-1] >= rest.max() - 2e-4
+
+
+def test_query_text_ranks_like_the_stored_embeddings(run, tiny_run, tmp_path):
     articles = pd.read_parquet(tiny_run / "results/corpus/articles.parquet")
     article = articles.iloc[7]
     table, maps = query_text(run, article["abstract"], top_k=5)
-    assert article["article_id"] in table["article_id"].tolist()
-    assert len(table) == 5 and table["score"].is_monotonic_decreasing
+    _assert_top_k_of(table, _stored_scores(tiny_run, article["article_id"], "text"))
     assert "decoder" in maps and any(name.startswith("parcels_") for name in maps)
     outputs = write_outputs(tmp_path / "q", table, maps, title="text")
     for name, path in outputs.items():
@@ -111,14 +131,26 @@ def test_query_text_ranks_its_article_top5(run, tiny_run, tmp_path):
             assert os.path.isfile(path.replace(".nii.gz", ".png"))
 
 
-def test_query_map_ranks_its_article_top5(run, tiny_run, tmp_path):
+def test_query_map_ranks_like_the_stored_embeddings(run, tiny_run, tmp_path):
     peaks = pd.read_parquet(tiny_run / "results/corpus/peaks.parquet")
     article_id = peaks["article_id"].iloc[0]
     xyz = peaks.loc[peaks.article_id == article_id, ["x", "y", "z"]].to_numpy()
     map_path = tmp_path / "kde.nii.gz"
     nib.save(run.projector.kde_img(xyz), map_path)
     table = query_map(run, map_path, top_k=5)
-    assert article_id in table["article_id"].tolist()
+    _assert_top_k_of(table, _stored_scores(tiny_run, article_id, "brain"))
+
+
+def test_fold_all_model_retrieves_its_training_pairs_above_chance(tiny_run):
+    """Trained on every article, MNM puts an article's own map in the top 10 of 60 far more
+    often than chance (10/60)."""
+    from mnm.scoring import read_embeddings, score_matrix
+
+    ids, text, brain, meta = read_embeddings(
+        tiny_run / "results/models/mnm/minilm/abstract/aicha/fold-all/test_embeddings.parquet")
+    scores = score_matrix(text_emb=text, brain_emb=brain, **meta)
+    rank = (scores > np.diag(scores)[:, None]).sum(axis=1)
+    assert (rank < 10).mean() > 2 * 10 / len(ids)
 
 
 def test_query_resamples_a_map_in_another_grid(run, tmp_path, caplog):

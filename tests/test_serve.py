@@ -140,6 +140,67 @@ def test_text_query_matches_the_library(client, service, articles):
         np.testing.assert_allclose(back.affine, img.affine)
 
 
+def test_text_query_with_meta_analysis_matches_the_library(client, service):
+    """meta=mkda adds NiMARE's maps and summary: those of mnm.meta.meta_analysis called on the
+    same query (as `mnm query --meta-analysis mkda`), labelled for the page."""
+    from mnm.meta import meta_analysis
+
+    response = client.get("/api/query", query_string={"text": "working memory", "k": 6,
+                                                      "meta": "mkda"})
+    assert response.status_code == 200, response.json
+    table, maps = query_text(service.run, "working memory", top_k=6)
+    expected = meta_analysis(service.run, table, "mkda", predicted=maps["decoder"])
+    summary = response.json["meta_analysis"]
+    assert summary["articles"] == expected.article_ids == table["article_id"].tolist()
+    assert summary["correlation_with_decoder_map"] == pytest.approx(expected.correlation)
+    served = {m["name"]: m for m in response.json["maps"]}
+    assert set(served) == set(maps) | {"meta_mkda_z", "meta_mkda_logp"}
+    assert served["meta_mkda_z"]["label"] == "MKDA meta-analysis of the articles, z (uncorrected)"
+    for name, img in expected.output_maps().items():
+        back = _map_from(client.get(served[name]["url"]))
+        np.testing.assert_allclose(back.get_fdata(), img.get_fdata(), rtol=1e-6)
+    assert "meta_analysis" not in client.get("/api/query", query_string={"text": "memory"}).json
+
+
+def test_cli_meta_analysis_writes_maps_beside_the_prediction(service, tiny_run, tmp_path,
+                                                             monkeypatch, capsys):
+    """`mnm query TEXT --meta-analysis ale` (here on the served run, loaded once: the command
+    line's own run loading is tested in test_e2e): maps and summary written beside the
+    prediction; the correlation recomputed with numpy from the written files."""
+    from mnm.atlas import analysis_mask
+    from mnm.cli import EXIT_BAD_INPUT, main
+
+    monkeypatch.setattr("mnm.query.open_run", lambda *args, **kwargs: service.run)
+    out = tmp_path / "q"
+    assert main(["query", "working memory load", "--top-k", "8", "--meta-analysis", "ale",
+                 "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["meta_analysis"]
+    assert summary == json.loads((out / "meta_analysis.json").read_text())
+    table = pd.read_csv(out / "articles.csv")
+    assert summary["articles"] == table["article_id"].tolist()  # every article has peaks
+    peaks = pd.read_parquet(tiny_run / "results/corpus/peaks.parquet")
+    assert summary["n_peaks"] == peaks["article_id"].isin(table["article_id"]).sum()
+    for name in ("meta_ale_z", "meta_ale_logp"):
+        assert (out / f"{name}.nii.gz").is_file() and (out / f"{name}.png").stat().st_size > 1000
+    z, decoder = nib.load(out / "meta_ale_z.nii.gz"), nib.load(out / "decoder.nii.gz")
+    assert z.shape == decoder.shape and np.allclose(z.affine, decoder.affine)
+    # brain-mask voxels of the run's grid that the atlas covers
+    atlas = nib.load(tiny_run / "results/atlas/aicha/atlas.nii.gz")
+    voxels = (np.asarray(atlas.dataobj) != 0).any(axis=-1)
+    voxels &= np.asarray(analysis_mask(4).dataobj) > 0
+    expected = np.corrcoef(z.get_fdata()[voxels], decoder.get_fdata()[voxels])[0, 1]
+    assert summary["correlation_with_decoder_map"] == pytest.approx(expected, abs=1e-5)
+    assert summary["correlation_voxels"] == voxels.sum()
+    # the z map's maximum lies within the ALE kernel's reach of a retrieved article's peak
+    data = z.get_fdata()
+    top = nib.affines.apply_affine(z.affine, np.unravel_index(np.argmax(data), data.shape))
+    retrieved = peaks[peaks["article_id"].isin(table["article_id"])][["x", "y", "z"]].to_numpy()
+    assert np.linalg.norm(retrieved - top, axis=1).min() <= 8.0
+    assert main(["query", "--map", str(out / "decoder.nii.gz"), "--meta-analysis", "ale",
+                 "--out", str(tmp_path / "m")]) == EXIT_BAD_INPUT
+    assert "needs a TEXT query" in capsys.readouterr().err
+
+
 def test_map_upload_matches_the_library(client, service, kde_map):
     _, path = kde_map
     response = _upload(client, path.read_bytes(), "my map.nii.gz", k=5)
@@ -186,7 +247,7 @@ def _assert_one_line_error(response, status: int, fragment: str):
 @pytest.mark.parametrize("params, fragment", [
     ({}, "empty"), ({"text": "   "}, "empty"), ({"text": "memory", "k": "0"}, "k must be"),
     ({"text": "memory", "k": "ten"}, "whole number"), ({"text": "memory", "k": "101"}, "max_top_k"),
-    ({"text": "x" * 10001}, "max_text_chars"),
+    ({"text": "x" * 10001}, "max_text_chars"), ({"text": "memory", "meta": "gls"}, "meta must be"),
 ])
 def test_bad_text_queries_are_refused(client, params, fragment):
     _assert_one_line_error(client.get("/api/query", query_string=params), 400, fragment)
@@ -504,6 +565,18 @@ def test_page_in_headless_chromium(browser, live_server, service, kde_map, tmp_p
     # Another hierarchy level's parcel map.
     find("css selector", "#query-layers label:nth-child(2) input").click()
     wait.until(lambda d: "Parcel route" in _readout(d, "#query-viewer")[2])
+
+    # With the MKDA meta-analysis: its two maps are layers, its correlation is stated.
+    from selenium.webdriver.support.ui import Select
+
+    Select(find("id", "query-meta")).select_by_value("mkda")
+    find("id", "query-submit").click()
+    wait.until(lambda d: find("id", "query-meta-summary").is_displayed())
+    assert "MKDA meta-analysis (NiMARE, uncorrected) of 10 articles" in find(
+        "id", "query-meta-summary").text
+    find("css selector", "#query-layers input[value='meta_mkda_z']").click()
+    wait.until(lambda d: "MKDA meta-analysis of the articles, z" in _readout(d, "#query-viewer")[2])
+    Select(find("id", "query-meta")).select_by_value("")
 
     # Map -> articles: upload the KDE map of an article; it is listed, and shown back.
     _, path = kde_map

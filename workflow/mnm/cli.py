@@ -1,10 +1,14 @@
-"""Command-line interface: ``mnm query`` and ``mnm serve``.
+"""Command-line interface: ``mnm query``, ``mnm serve`` and ``mnm export``.
 
 Examples
 --------
 Text -> predicted brain maps and the best-matching articles::
 
     mnm query "working memory load in the dorsolateral prefrontal cortex"
+
+The same, with an ALE meta-analysis of the retrieved articles' peaks beside the prediction::
+
+    mnm query "working memory load" --top-k 20 --meta-analysis ale
 
 Brain map -> the best-matching articles::
 
@@ -13,6 +17,10 @@ Brain map -> the best-matching articles::
 A local web page and JSON API over the run (http://127.0.0.1:8000/)::
 
     mnm serve
+
+A run's corpus as a NIMADS studyset and a NiMARE Dataset (for NiMARE, Neurostore)::
+
+    mnm export --nimare nimare_corpus/
 """
 
 from __future__ import annotations
@@ -67,19 +75,43 @@ def _parser() -> argparse.ArgumentParser:
                        help="output folder (articles.parquet/.csv, maps .nii.gz and .png)")
     query.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                        help="device for the text encoder and model")
+    query.add_argument("--meta-analysis", dest="meta_analysis", choices=["ale", "mkda"],
+                       default=None,
+                       help="also run NiMARE's coordinate-based meta-analysis (ALE or "
+                            "MKDADensity) on the peaks of the top-k articles: z and -log10 p "
+                            "maps beside the prediction, and their correlation with the "
+                            "decoder map (text queries only)")
     query.add_argument("--json", action="store_true",
                        help="print the result as JSON instead of a plain-text table")
     query.add_argument("--quiet", action="store_true", help="log warnings only")
     from mnm.serve.cli import DESCRIPTION, HELP, add_serve_arguments
 
     add_serve_arguments(commands.add_parser("serve", help=HELP, description=DESCRIPTION))
+    export = commands.add_parser(
+        "export",
+        help="write a run's corpus for other tools (NiMARE)",
+        description=(
+            "Write the corpus of a run (results/corpus/articles.parquet and peaks.parquet, "
+            "peaks in MNI) as a NIMADS studyset (nimads_studyset.json) and a NiMARE Dataset "
+            "(nimare_dataset.json), which nimare.nimads.Studyset and nimare.dataset.Dataset "
+            "read."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export.add_argument("--nimare", required=True, metavar="DIR",
+                        help="output folder (created)")
+    export.add_argument("--config", default="config.yaml",
+                        help="the run's config file; its results_dir locates the corpus")
+    export.add_argument("--quiet", action="store_true", help="log warnings only")
+    export.add_argument("--json", action="store_true", help="print the written paths as JSON")
     return parser
 
 
-def _print_result(table, outputs: dict, as_json: bool) -> None:
+def _print_result(table, outputs: dict, as_json: bool, meta: dict | None = None) -> None:
     if as_json:
         records = json.loads(table.to_json(orient="records"))
-        print(json.dumps({"articles": records, "outputs": outputs}, indent=2))
+        extra = {"meta_analysis": meta} if meta else {}
+        print(json.dumps({"articles": records, "outputs": outputs, **extra}, indent=2))
         return
     import pandas as pd
 
@@ -88,6 +120,12 @@ def _print_result(table, outputs: dict, as_json: bool) -> None:
     print()
     for name, path in outputs.items():
         print(f"{name:>24}: {path}")
+    if meta:
+        r = meta["correlation_with_decoder_map"]
+        print(f"\n{meta['method'].upper()} meta-analysis of {meta['n_articles']} articles "
+              f"({meta['n_peaks']} peaks, {meta['seconds']:.1f} s): Pearson r(meta z, decoder "
+              "map) = " + ("n/a (the model has no decoder)" if r is None
+                           else f"{r:.3f} over {meta['correlation_voxels']} voxels"))
 
 
 def run_query(args: argparse.Namespace) -> int:
@@ -103,6 +141,10 @@ def run_query(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         print("mnm query: --top-k must be at least 1", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.meta_analysis and args.map_path is not None:
+        print("mnm query: --meta-analysis needs a TEXT query (it is compared with the "
+              "predicted map)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         check_output_dir(args.out)  # before any work: a bad --out fails at once
         if args.map_path is not None:
@@ -115,16 +157,40 @@ def run_query(args: argparse.Namespace) -> int:
         print(f"mnm query: {error}", file=sys.stderr)
         return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
     try:
+        documents = {}
         if args.map_path is not None:
             table, maps, title = query_map(run, args.map_path, args.top_k), {}, ""
         else:
             table, maps = query_text(run, args.text, args.top_k)
             title = args.text
-        outputs = write_outputs(Path(args.out), table, maps, title=title)
+        if args.meta_analysis:
+            from mnm.meta import meta_analysis
+
+            meta = meta_analysis(run, table, args.meta_analysis, predicted=maps.get("decoder"))
+            maps.update(meta.output_maps())
+            documents["meta_analysis"] = meta.summary()
+        outputs = write_outputs(Path(args.out), table, maps, title=title, documents=documents)
     except QueryError as error:
         print(f"mnm query: {error}", file=sys.stderr)
         return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
-    _print_result(table, outputs, args.json)
+    _print_result(table, outputs, args.json, documents.get("meta_analysis"))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mnm.nimare_io import export_run_corpus
+    from mnm.query import QueryError
+
+    try:
+        paths = export_run_corpus(args.config, args.nimare)
+    except QueryError as error:
+        print(f"mnm export: {error}", file=sys.stderr)
+        return EXIT_NO_RUN if error.missing_run else EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(paths, indent=2))
+    else:
+        for name, path in paths.items():
+            print(f"{name:>8}: {path}")
     return 0
 
 
@@ -139,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         from mnm.serve.cli import run_serve
 
         return run_serve(args)
+    if args.command == "export":
+        return run_export(args)
     return EXIT_BAD_INPUT
 
 

@@ -140,15 +140,17 @@ def corpus_size_bound(config: dict) -> tuple[int, str] | None:
     pubget download capped by ``n_docs``; an existing ``corpus/articles.parquet`` gives the
     exact number. None when nothing is known yet.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     articles = Path(config["results_dir"]) / "corpus" / "articles.parquet"
     if articles.is_file():
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(articles).metadata.num_rows, str(articles)
+        try:
+            return pq.ParquetFile(articles).metadata.num_rows, str(articles)
+        except (OSError, pa.ArrowException):
+            pass  # unreadable: the job that reads it fails with the file named, in its own log
     corpus = config["corpus"]
     if corpus["source"] == "nimare_bundled":
-        import pyarrow.parquet as pq
-
         from mnm.corpus import bundled_studyset_dir
 
         folder = Path(corpus["nimare_studyset"] or bundled_studyset_dir())

@@ -4,8 +4,10 @@ Sources
 -------
 ``nimare_bundled``
     The real studyset that NiMARE ships (``nback_vs_flanker_studyset_2026-07``: 320 studies
-    with titles and abstracts, 906 analyses, 9,492 peaks). One article per study, every
-    analysis' peaks, the analysis id as ``table_id``.
+    with titles and abstracts, 906 analyses, 9,492 peaks), or the studyset named by
+    ``corpus.nimare_studyset`` (a NiMARE parquet studyset folder, a NIMADS studyset JSON or a
+    NiMARE Dataset JSON), read through NiMARE's own classes (:mod:`mnm.nimare_io`). One
+    article per study, every analysis' peaks, the analysis id as ``table_id``.
 ``pubget``
     A PubMed Central query downloaded with pubget, then pubget's own offline extraction
     (:mod:`mnm.pubget_source`, which also checks pubget's output).
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,81 +95,39 @@ def bundled_studyset_dir() -> Path:
     return path
 
 
-def _read_checked(path: Path, columns: list[str], what: str) -> pd.DataFrame:
-    """Read a Parquet input, naming the file and any missing column on error."""
-    if not path.is_file():
-        raise CorpusError(f"{path}: {what} not found")
-    table = pd.read_parquet(path)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise CorpusError(f"{path}: missing column(s) {missing}")
-    return table
-
-
-def _read_table(folder: Path, name: str, columns: list[str]) -> pd.DataFrame:
-    return _read_checked(folder / f"{name}.parquet", columns, f"studyset table '{name}'")
-
-
-def _ids_from_slug(slug) -> tuple:
-    """NeuroStore slugs read '<pmid>-<doi with dashes>[-pmc<pmcid>]'."""
-    if not isinstance(slug, str):
-        return pd.NA, pd.NA
-    pmid = re.match(r"^(\d+)-", slug)
-    pmcid = re.search(r"-pmc(\d+)$", slug)
-    return (int(pmid.group(1)) if pmid else pd.NA, int(pmcid.group(1)) if pmcid else pd.NA)
-
-
-def load_nimare_studyset(folder: str | os.PathLike | None = None):
-    """Read a NiMARE parquet studyset into raw article and peak tables.
+def load_nimare_studyset(source: str | os.PathLike | None = None, qc: QCLog | None = None):
+    """Read a studyset through NiMARE (:mod:`mnm.nimare_io`) into raw article and peak tables.
 
     Parameters
     ----------
-    folder : path-like, optional
-        Studyset folder (``studies.parquet``, ``coordinates.parquet``, ...). Defaults to the
-        studyset bundled with NiMARE.
+    source : path-like, optional
+        A NiMARE parquet studyset folder, a NIMADS studyset JSON or a NiMARE Dataset JSON.
+        Defaults to the studyset bundled with NiMARE.
+    qc : QCLog, optional
+        Receives a ``file`` row when NiMARE ignores coordinate rows of a parquet studyset
+        (rows naming no analysis of ``analyses.parquet``).
 
     Returns
     -------
     articles : DataFrame with :data:`ARTICLE_COLUMNS`
-    peaks : DataFrame with ``article_id, table_id, x, y, z, space``
+    peaks : DataFrame with ``article_id, table_id, x, y, z, space`` (as reported: the
+        TAL -> MNI conversion and its QC count happen in :func:`clean_corpus`)
     """
-    folder = Path(folder) if folder else bundled_studyset_dir()
-    studies = _read_table(folder, "studies", ["study_id", "name", "description"])
-    coords = _read_table(folder, "coordinates", ["id", "study_id", "x", "y", "z", "space"])
-    metadata_path = folder / "metadata.parquet"
-    meta = (
-        pd.read_parquet(metadata_path).drop_duplicates("study_id").set_index("study_id")
-        if metadata_path.is_file() else pd.DataFrame()
-    )
+    from mnm.nimare_io import StudysetError, read_studyset, studyset_tables
 
-    def meta_column(name):
-        if name in meta.columns:
-            return studies["study_id"].map(meta[name])
-        return pd.Series(pd.NA, index=studies.index)
+    path = Path(source) if source else bundled_studyset_dir()
+    try:
+        studyset = read_studyset(path)
+    except StudysetError as error:
+        raise CorpusError(str(error)) from None
+    articles, peaks = studyset_tables(studyset, source_label="nimare_bundled")
+    coordinates_file = path / "coordinates.parquet"
+    if qc is not None and path.is_dir() and coordinates_file.is_file():
+        import pyarrow.parquet as pq
 
-    ids = [_ids_from_slug(s) for s in meta_column("slug")]
-    journal = studies["publication"] if "publication" in studies else meta_column("journal")
-    articles = pd.DataFrame({
-        "article_id": studies["study_id"].astype(str),
-        "pmcid": pd.array([i[1] for i in ids], dtype="Int64"),
-        "pmid": pd.array([i[0] for i in ids], dtype="Int64"),
-        "doi": pd.Series(pd.NA, index=studies.index, dtype="string"),
-        "title": studies["name"].astype("string"),
-        "abstract": studies["description"].astype("string"),
-        "body": pd.Series(pd.NA, index=studies.index, dtype="string"),
-        "keywords": meta_column("keywords").astype("string"),
-        "journal": journal.astype("string"),
-        "year": pd.array([pd.NA] * len(studies), dtype="Int64"),
-        "source": "nimare_bundled",
-    })
-    peaks = pd.DataFrame({
-        "article_id": coords["study_id"].astype(str),
-        "table_id": coords["id"].astype(str),
-        "x": coords["x"].astype("float64"),
-        "y": coords["y"].astype("float64"),
-        "z": coords["z"].astype("float64"),
-        "space": coords["space"].fillna("UNKNOWN").astype(str).str.upper(),
-    })
+        ignored = pq.ParquetFile(coordinates_file).metadata.num_rows - len(peaks)
+        qc.add("file", "ignored: coordinates of no listed analysis", ignored,
+               str(coordinates_file))
     return articles, peaks
 
 
@@ -335,9 +294,9 @@ def _load_source(corpus_config: dict, qc: QCLog, resources_dir: Path):
     """Raw article and peak tables of the configured source, and where they came from."""
     source = corpus_config["source"]
     if source == "nimare_bundled":
-        folder = corpus_config.get("nimare_studyset")
-        articles, peaks = load_nimare_studyset(folder)
-        return articles, peaks, folder or bundled_studyset_dir()
+        studyset = corpus_config.get("nimare_studyset")
+        articles, peaks = load_nimare_studyset(studyset, qc)
+        return articles, peaks, studyset or bundled_studyset_dir()
     from mnm import pubget_source
 
     allow_incomplete = bool(corpus_config.get("allow_incomplete", False))

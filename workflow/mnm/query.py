@@ -12,6 +12,10 @@ correlation for the regressions):
   (:meth:`mnm.brain.BrainProjector.transform_img`), embedded by the brain encoder, and the
   articles whose texts the model ranks highest for it.
 
+Voxel-map models (Text2Brain) have no atlas route: a text gives the model's own 4 mm map
+(``voxel_map``) and is scored against the articles' 4 mm KDE maps (``kde_4mm/maps.parquet``);
+a map is resampled onto the model's grid instead of projected on the atlas.
+
 Outputs are written into a scratch folder next to the destination and moved into place
 only once all of them exist, so a failed query writes nothing.
 """
@@ -144,12 +148,14 @@ class QueryRun:
     @cached_property
     def brain_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         """(article ids, brain embeddings as scored) of every article of the run."""
-        path = self._need(
-            self.results / "brain" / self.atlas_name / "coefficients.parquet",
-            "brain coefficients",
-        )
-        ids, coefficients = read_matrix(path, column="coefficients")
-        return ids, np.asarray(self.trained.embed_brain(coefficients))
+        brain_dir = self.results / "brain" / self.atlas_name
+        if self.trained.brain_input == "kde_4mm":  # voxel-map models score KDE maps
+            path = self._need(brain_dir / "kde_4mm" / "maps.parquet", "4 mm KDE maps")
+            ids, vectors = read_matrix(path, column="kde")
+        else:
+            path = self._need(brain_dir / "coefficients.parquet", "brain coefficients")
+            ids, vectors = read_matrix(path, column="coefficients")
+        return ids, np.asarray(self.trained.embed_brain(vectors))
 
     @cached_property
     def text_candidates(self) -> tuple[np.ndarray, np.ndarray]:
@@ -178,6 +184,8 @@ class QueryRun:
         """
         from mnm.report import maps as map_routes
 
+        if self.trained.brain_input != "coefficients":  # voxel-map models: no parcel route
+            return {}
         maps_img, components = self.atlas
         component_labels = map_routes.component_label_volume(maps_img, self.projector)
         routes = {}
@@ -266,7 +274,8 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     Returns
     -------
     table : DataFrame with :data:`RESULT_COLUMNS`, best first.
-    maps : dict name -> Nifti1Image (``decoder`` and ``parcels_<level>``).
+    maps : dict name -> Nifti1Image (``decoder`` and ``parcels_<level>``; ``voxel_map`` for
+        voxel-map models).
     """
     from mnm.report import maps as map_routes
 
@@ -279,6 +288,9 @@ def query_text(run: QueryRun, text: str, top_k: int = 10) -> tuple[pd.DataFrame,
     table = run.article_table(ids, scores, top_k)
 
     maps = {}
+    voxel_map = trained.predict_map([text.strip()])
+    if voxel_map is not None:  # voxel-map models: their own map (and no parcel route)
+        maps["voxel_map"] = voxel_map
     decoder = map_routes.predict_decoder_map(trained, [text.strip()], run.projector)
     if decoder is not None:
         maps["decoder"] = decoder
@@ -319,6 +331,12 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
     from mnm.brain import zscore_rows
 
     img = load_query_map(map_path)
+    if run.trained.brain_input == "kde_4mm":  # voxel-map models: the map on the model's grid
+        vector = run.trained.brain_vector(img)
+        if not np.any(vector):
+            raise QueryError(f"{map_path}: the map has no signal inside the model's brain mask; is "
+                             "it in MNI space?")
+        return _rank_texts(run, vector[None, :], top_k)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         coefficients = run.projector.transform_img(img)
@@ -330,7 +348,12 @@ def query_map(run: QueryRun, map_path: str | os.PathLike, top_k: int = 10) -> pd
                          "with the analysis grid's brain mask); is it in MNI space?")
     if run.config["brain"]["zscore"]:
         coefficients = zscore_rows(coefficients)
-    brain_embedding = np.asarray(run.trained.embed_brain(coefficients))
+    return _rank_texts(run, coefficients, top_k)
+
+
+def _rank_texts(run: QueryRun, brain_input: np.ndarray, top_k: int) -> pd.DataFrame:
+    """Articles ranked by the model's score of their text against one brain input row."""
+    brain_embedding = np.asarray(run.trained.embed_brain(brain_input))
     ids, text_embeddings = run.text_candidates
     scores = np.asarray(run.trained.score(text_embeddings, brain_embedding))[:, 0]
     return run.article_table(ids, scores, top_k)
@@ -382,8 +405,11 @@ def _previous_files(out_dir: Path) -> list[str]:
 
 
 def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | None = None,
-                  title: str = "") -> dict:
+                  title: str = "", documents: dict | None = None) -> dict:
     """Write the table (Parquet + CSV), maps (NIfTI) and glass brains (PNG) all-or-nothing.
+
+    ``documents`` (name -> JSON-ready dict, e.g. a meta-analysis summary) are written as
+    ``<name>.json`` with them.
 
     The files are written into a scratch folder next to ``out_dir`` and moved in only once all
     exist; the previous query's files in ``out_dir`` (listed in its ``manifest.json``) are
@@ -398,7 +424,7 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
     from nilearn import plotting
 
     from mnm.io import FILE_MODE
-    from mnm.report.figures import glass_brain_limits
+    from mnm.report.figures import frozen_gc, glass_brain_limits
 
     out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -409,23 +435,27 @@ def write_outputs(out_dir: str | os.PathLike, table: pd.DataFrame, maps: dict | 
         table.to_csv(scratch / "articles.csv", index=False)
         written["articles"] = "articles.parquet"
         written["articles_csv"] = "articles.csv"
-        for name, img in (maps or {}).items():
-            nib.save(img, scratch / f"{name}.nii.gz")
-            threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, 1.0)
-            # Drawn relative to the map's maximum: nilearn's colour bar breaks on spans as
-            # small as a softmax over hundreds of parcels (~1e-5); the title keeps the scale.
-            shown = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) / vmax,
-                                    img.affine)
-            display = plotting.plot_glass_brain(
-                shown, colorbar=True, plot_abs=False, cmap="YlOrRd",
-                threshold=None if threshold is None else threshold / vmax,
-                vmin=None if vmin is None else vmin / vmax, vmax=1.0,
-                title=f"{title[:28]} ({name}, x {vmax:.2g})" if title else f"{name}, x {vmax:.2g}",
-            )
-            display.savefig(scratch / f"{name}.png", dpi=100)
-            display.close()
-            written[name] = f"{name}.nii.gz"
-            written[f"{name}_png"] = f"{name}.png"
+        with frozen_gc():  # nilearn's gc.collect() per image would cost about a second each
+            for name, img in (maps or {}).items():
+                nib.save(img, scratch / f"{name}.nii.gz")
+                threshold, vmin, vmax = glass_brain_limits(img.dataobj) or (None, None, 1.0)
+                # Drawn relative to the map's maximum: nilearn's colour bar breaks on spans as
+                # small as a softmax over hundreds of parcels (~1e-5); the title keeps the scale.
+                shown = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) / vmax,
+                                        img.affine)
+                display = plotting.plot_glass_brain(
+                    shown, colorbar=True, plot_abs=False, cmap="YlOrRd",
+                    threshold=None if threshold is None else threshold / vmax,
+                    vmin=None if vmin is None else vmin / vmax, vmax=1.0,
+                    title=f"{title[:28]} ({name}, x {vmax:.2g})" if title else f"{name}, x {vmax:.2g}",
+                )
+                display.savefig(scratch / f"{name}.png", dpi=100)
+                display.close()
+                written[name] = f"{name}.nii.gz"
+                written[f"{name}_png"] = f"{name}.png"
+        for name, document in (documents or {}).items():
+            (scratch / f"{name}.json").write_text(json.dumps(document, indent=2))
+            written[name] = f"{name}.json"
         (scratch / MANIFEST).write_text(json.dumps({"title": title, "files": sorted(written.values())}))
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in _previous_files(out_dir):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mnm.registry import MNM_VARIANTS, MODEL_NAMES, OUTPUT_FILES
+from mnm.registry import MNM_VARIANTS, MODEL_NAMES, OUTPUT_FILES, VOXEL_MODELS
 from mnm.trained import resolve_device
 from mnm.training.data import load_fold_inputs, split_fold
 from mnm.training.fit import fit_model
@@ -85,6 +85,7 @@ def train_fold(
     threads: int | None = None,
     decoder_repeats=(0,),
     progress: bool = False,
+    kde_maps=None,
 ) -> list[dict]:
     """Train ``model_name`` on fold ``fold`` of every repeat in ``outputs``.
 
@@ -119,6 +120,9 @@ def train_fold(
     decoder_repeats : collection of int
         Repeats whose contrastive models also get a text -> coefficients ridge decoder (map
         prediction uses repeat 0; queries use fold "all").
+    kde_maps : (path, path), optional
+        ``kde_4mm/maps.parquet`` and ``mask.nii.gz``: the brain input of voxel-map models
+        (:data:`mnm.trained.VOXEL_MODELS`, required for them, ignored for the others).
 
     Returns
     -------
@@ -130,8 +134,11 @@ def train_fold(
     if threads:
         torch.set_num_threads(int(threads))
     device = resolve_device(device)
+    if model_name in VOXEL_MODELS and not kde_maps:
+        raise ValueError(f"model {model_name} needs the kde_4mm maps and mask (kde_maps=...)")
     data = load_fold_inputs(text_path, brain_path, folds_path, articles_path,
-                            section if model_name == "tfidf" else None)
+                            section if model_name == "tfidf" else None,
+                            kde_maps=tuple(kde_maps) if model_name in VOXEL_MODELS else None)
     summaries = []
     for repeat, paths in sorted(outputs.items()):
         repeat = int(repeat)
@@ -191,7 +198,7 @@ def train_fold_from_snakemake(smk) -> list[dict]:
         encoder=smk.wildcards.encoder, atlas=smk.wildcards.atlas,
         encoder_config=smk.params.encoder_config, seed=smk.params.seed,
         validation_fraction=smk.params.validation_fraction, device=smk.params.device,
-        threads=smk.threads,
+        threads=smk.threads, kde_maps=list(smk.input.get("kde_maps", [])) or None,
     )  # fmt: skip
 
 

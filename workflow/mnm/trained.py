@@ -1,10 +1,13 @@
 """Trained text-brain models behind one numpy interface, saved without pickle.
 
-Three families share :class:`TrainedModel` (used by training, the report and the query tool):
+Four families share :class:`TrainedModel` (used by training, the report and the query tool):
 
 * :class:`TorchModel`: MNM variants, NeuroConText, the MLP regression (a torch module, the
   text standardisation of its fit set, and for contrastive models an optional ridge *decoder*
   from the text embedding to atlas coefficients, for text -> map prediction);
+* :class:`VoxelMapModel`: Text2Brain, a torch module that decodes the text into a voxel map on
+  a coarse grid; its brain side is the article's KDE map on that grid (:mod:`mnm.kde_maps`),
+  not atlas coefficients (``brain_input == "kde_4mm"``);
 * :class:`RidgeModel`: RidgeCV from standardised text embeddings to coefficients;
 * :class:`TfidfModel`: TF-IDF of the raw section text + RidgeCV.
 
@@ -22,7 +25,7 @@ import torch
 
 from mnm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mnm.models.regression import LinearMap, TfidfRidge
-from mnm.registry import MNM_VARIANTS, MODEL_NAMES, SCORE_KIND_OF_MODEL, TORCH_MODELS
+from mnm.registry import MNM_VARIANTS, MODEL_NAMES, SCORE_KIND_OF_MODEL, TORCH_MODELS, VOXEL_MODELS
 from mnm.scoring import score_matrix
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "TorchModel",
     "RidgeModel",
     "TfidfModel",
+    "VoxelMapModel",
+    "VOXEL_MODELS",
     "build_torch_module",
     "load_trained",
     "resolve_device",
@@ -63,6 +68,10 @@ def build_torch_module(model_name: str, text_dim: int, brain_dim: int, **kwargs)
         from mnm.models.regression import MLPRegression
 
         return MLPRegression(text_dim, brain_dim, **kwargs)
+    if model_name == "text2brain":
+        from mnm.models.text2brain import Text2Brain
+
+        return Text2Brain(text_dim, brain_dim, **kwargs)
     raise ValueError(f"{model_name!r} is not a torch model; expected one of {TORCH_MODELS}")
 
 
@@ -119,6 +128,8 @@ class TrainedModel:
     """
 
     family = ""
+    #: What ``embed_brain`` takes: atlas ``coefficients`` or the ``kde_4mm`` voxel maps.
+    brain_input = "coefficients"
 
     def __init__(self, name: str, metadata: dict, curvature: float | None = None,
                  angle_apex: str = ""):
@@ -142,6 +153,10 @@ class TrainedModel:
     def predict_brain(self, X_or_texts) -> np.ndarray | None:
         """Predicted atlas coefficients (None when the model has no decoder)."""
         return self.embed_text(X_or_texts)
+
+    def predict_map(self, X_or_texts):
+        """Predicted voxel map (NIfTI) of models that decode voxels directly, else None."""
+        return None
 
     def _arrays(self) -> tuple[dict, dict]:
         """Tensors and JSON fields of this family's checkpoint."""
@@ -242,15 +257,77 @@ class TorchModel(TrainedModel):
                   "decoder_alpha": None if self.decoder is None else self.decoder.alpha}
         return tensors, fields
 
-    @classmethod
-    def from_checkpoint(cls, name, tensors, fields, metadata, device="cpu") -> TorchModel:
+    @staticmethod
+    def _parts_from(name, tensors, fields, metadata):
+        """(module with its weights, standardizer) of a torch checkpoint."""
         module = build_torch_module(name, metadata["text_dim"], metadata["brain_dim"], **fields["constructor"])
         state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
         module.load_state_dict(state)
         standardizer = Standardizer(tensors["standardizer.mean"].double().numpy(),
                                     tensors["standardizer.scale"].double().numpy())
+        return module, standardizer
+
+    @classmethod
+    def from_checkpoint(cls, name, tensors, fields, metadata, device="cpu") -> TorchModel:
+        module, standardizer = cls._parts_from(name, tensors, fields, metadata)
         return cls(name, module, standardizer, fields["constructor"], metadata,
                    _linear_from(tensors, fields, "decoder"), device)
+
+
+class VoxelMapModel(TorchModel):
+    """Text2Brain: text -> voxel map on a coarse grid; brain side = KDE maps on that grid.
+
+    ``embed_text`` gives the predicted map at the mask voxels, ``embed_brain`` the article's
+    max-normalised KDE map at the same voxels (it takes the rows of ``kde_4mm/maps.parquet``,
+    not atlas coefficients), scored by Pearson correlation. ``predict_map`` returns the
+    predicted map as a NIfTI image on the model's grid (the report resamples it to the analysis
+    grid); ``brain_vector`` brings any MNI map onto that grid, for map -> text queries.
+    """
+
+    family = "voxel"
+    brain_input = "kde_4mm"
+
+    def __init__(self, name, module, standardizer: Standardizer, constructor: dict, metadata: dict,
+                 affine, device="cpu"):
+        super().__init__(name, module, standardizer, constructor, metadata, None, device)
+        self.affine = np.asarray(affine, dtype=np.float64)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """3D bool brain mask of the output grid."""
+        return self.module.mask.cpu().numpy()
+
+    def predict_brain(self, X_or_texts) -> None:
+        """No atlas coefficients: the model predicts voxels (:meth:`predict_map`)."""
+        return None
+
+    def predict_map(self, X_or_texts):
+        """Predicted map of each text: a 3D image for one text, 4D for several (0 off the mask)."""
+        import nibabel as nib
+
+        predicted = np.atleast_2d(self.embed_text(X_or_texts))
+        volume = np.zeros(self.mask.shape + (len(predicted),), dtype=np.float32)
+        volume[self.mask] = predicted.T
+        return nib.Nifti1Image(volume[..., 0] if len(predicted) == 1 else volume, self.affine)
+
+    def brain_vector(self, img) -> np.ndarray:
+        """Any 3D MNI map at the mask voxels of the model's grid (nilearn resampling if needed)."""
+        from nilearn.image import resample_img
+
+        if img.shape[:3] != self.mask.shape or not np.allclose(img.affine, self.affine):
+            img = resample_img(img, target_affine=self.affine, target_shape=self.mask.shape,
+                               interpolation="continuous", force_resample=True, copy_header=True)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        return np.nan_to_num(data.reshape(self.mask.shape)[self.mask])
+
+    def _arrays(self):
+        tensors, fields = super()._arrays()
+        return tensors, {**fields, "affine": self.affine.tolist()}
+
+    @classmethod
+    def from_checkpoint(cls, name, tensors, fields, metadata, device="cpu") -> VoxelMapModel:
+        module, standardizer = cls._parts_from(name, tensors, fields, metadata)
+        return cls(name, module, standardizer, fields["constructor"], metadata, fields["affine"], device)
 
 
 class RidgeModel(TrainedModel):
@@ -305,7 +382,7 @@ class TfidfModel(TrainedModel):
         return cls(name, tfidf, metadata)
 
 
-FAMILIES = {cls.family: cls for cls in (TorchModel, RidgeModel, TfidfModel)}
+FAMILIES = {cls.family: cls for cls in (TorchModel, VoxelMapModel, RidgeModel, TfidfModel)}
 
 
 def load_trained(path, device: str = "cpu") -> TrainedModel:

@@ -1,6 +1,7 @@
 # Stage 3: brain features. Atlas maps on the analysis grid, then per-article least-squares
 # coefficients of the peaks' Gaussian KDE on those maps (fast lookup path, see mnm.brain),
-# plus KDE maps and a glass-brain PNG of a few articles for visual QC.
+# plus KDE maps and a glass-brain PNG of a few articles for visual QC, and (only when a
+# voxel-map model such as text2brain is trained) every article's KDE map on the 4 mm grid.
 
 BRAIN = config["brain"]
 N_QC_MAPS = BRAIN["n_qc_maps"]
@@ -57,6 +58,30 @@ rule coefficients:
         "../../envs/brain.yaml"
     script:
         "../scripts/coefficients.py"
+
+
+rule kde_maps:
+    input:
+        atlas=f"{RESULTS}/atlas/{{atlas}}/atlas.nii.gz",
+        peaks=f"{RESULTS}/corpus/peaks.parquet",
+        articles=f"{RESULTS}/corpus/articles.parquet",
+    output:
+        maps=f"{RESULTS}/brain/{{atlas}}/kde_4mm/maps.parquet",
+        mask=f"{RESULTS}/brain/{{atlas}}/kde_4mm/mask.nii.gz",
+    params:
+        fwhm_mm=BRAIN["fwhm_mm"],
+        drop_duplicate_peaks=BRAIN["drop_duplicate_peaks"],
+    log:
+        f"{LOGS}/brain/{{atlas}}/kde_4mm.log",
+    benchmark:
+        f"{BENCHMARKS}/brain/{{atlas}}/kde_4mm.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/brain.yaml"
+    script:
+        "../scripts/kde_maps.py"
 
 
 rule brain_qc:

@@ -3,7 +3,7 @@ import os
 
 from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
-from mnm.registry import MNM_VARIANTS, OUTPUT_FILES
+from mnm.registry import MNM_VARIANTS, OUTPUT_FILES, VOXEL_MODELS
 
 # Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
 # a bad value stops the run before any job starts, with the key named in the message.
@@ -117,3 +117,11 @@ def model_gpu(wildcards):
 def model_partition(wildcards):
     """Partition of a training job: the GPU partition only for models that use a GPU."""
     return slurm(bool(model_gpu(wildcards)))["slurm_partition"]
+
+
+def kde_maps_input(wildcards):
+    """Voxel-map models (text2brain) also read the 4 mm KDE maps and their mask (rule kde_maps)."""
+    if wildcards.model not in VOXEL_MODELS:
+        return []
+    folder = f"{RESULTS}/brain/{wildcards.atlas}/kde_4mm"
+    return [f"{folder}/maps.parquet", f"{folder}/mask.nii.gz"]

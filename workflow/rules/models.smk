@@ -23,6 +23,7 @@ RUN_DIR = f"{RESULTS}/models/{{model}}/{{encoder}}/{{section}}/{{atlas}}"
 rule train_model:
     input:
         **TRAIN_INPUT,
+        kde_maps=kde_maps_input,
     output:
         [f"{RUN_DIR}/repeat-{r}/fold-{{fold}}/{name}" for r in REPEATS for name in OUTPUT_FILES.values()],
     wildcard_constraints:

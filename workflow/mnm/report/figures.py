@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,6 +24,7 @@ __all__ = [
     "tradeoff_curve",
     "poincare_disk",
     "glass_brain_row",
+    "frozen_gc",
 ]
 
 
@@ -177,6 +181,21 @@ def glass_brain_limits(data, top_fraction: float = 0.1) -> tuple[float, float, f
     return threshold, vmin, vmax
 
 
+@contextlib.contextmanager
+def frozen_gc():
+    """Keep the objects that exist now out of the garbage collector's reach for a block.
+
+    nilearn calls ``gc.collect()`` on every image access; with torch and many arrays alive a
+    full collection costs ~0.7 s (a query's five glass brains: 23 s -> 6 s when frozen, and
+    3.5 of 6 s of a NiMARE ALE fit), so nilearn-heavy blocks run inside this.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def glass_brain_row(images: dict, path, top_fraction: float = 0.1, title: str = "") -> None:
     """One row of nilearn glass brains, each image thresholded at its top ``top_fraction``
     of non-zero voxels.
@@ -186,17 +205,10 @@ def glass_brain_row(images: dict, path, top_fraction: float = 0.1, title: str = 
     images : dict
         ``{panel title: 3D NIfTI image}``.
     """
-    import gc
-
     from nilearn import plotting
 
-    # nilearn calls gc.collect() on every image access; with torch and many arrays alive a
-    # full collection costs ~0.7 s, so existing objects are frozen out of its reach meanwhile.
-    gc.freeze()
-    try:
+    with frozen_gc():
         _draw_glass_brains(plotting, images, path, top_fraction, title)
-    finally:
-        gc.unfreeze()
 
 
 def _draw_glass_brains(plotting, images: dict, path, top_fraction: float, title: str) -> None:

@@ -1,6 +1,6 @@
 """Dice evaluation of the text -> brain maps of :mod:`mnm.report.maps` against held-out articles.
 
-Each predicted map (parcel route per hierarchy level, decoder route) of a held-out article is
+Each predicted map (parcel route per hierarchy level, decoder route, voxel route) of a held-out article is
 compared with that article's own KDE map of its peaks (``BrainProjector.kde_img``) by the Dice
 of their top 5..30 % voxels inside the MNI brain mask, and the area under that Dice curve
 (:mod:`mnm.metrics`), beside two controls: the prediction made for *another* held-out article
@@ -33,6 +33,7 @@ from mnm.report.maps import (
     parcel_label_volume,
     predict_decoder_map,
     predict_parcel_map,
+    predict_voxel_map,
 )
 
 __all__ = ["MapEvaluator", "DecoderInputs", "evaluate_fold", "evaluate_model_maps", "summarise_map_prediction",
@@ -104,14 +105,18 @@ class MapEvaluator:
 
     def predictions(self, trained, text_embedding, parcel_embeddings: dict, decoder_input,
                     temperature: float = 1.0) -> dict:
-        """``{(route, level): image}``: one parcel-route map per level, and the decoder map."""
-        maps = {("parcel", lvl): predict_parcel_map(trained, text_embedding, parcel_embeddings[lvl],
+        """``{(route, level): image}``: one parcel-route map per level of ``parcel_embeddings``,
+        the decoder map and, for voxel-map models, their own map on the analysis grid."""
+        maps = {("parcel", lvl): predict_parcel_map(trained, text_embedding, embedding,
                                                     self.label_volumes[lvl], self.maps_img.affine, temperature)
-                for lvl in self.levels}
+                for lvl, embedding in parcel_embeddings.items()}
         if decoder_input is not None:
             decoded = predict_decoder_map(trained, decoder_input, self.projector)
             if decoded is not None:
                 maps[("decoder", "atlas")] = decoded
+            voxel = predict_voxel_map(trained, decoder_input, self.maps_img.slicer[..., 0])
+            if voxel is not None:
+                maps[("voxel", "4mm")] = voxel
         return maps
 
     def random_map_ranks(self, article: str, n_active: int) -> np.ndarray:
@@ -152,7 +157,9 @@ def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, d
         Article -> {name: image} of the evaluated articles (truth and predictions).
     """
     picked = _pick_articles(ids, articles_per_fold, seed + keys["fold"])
-    parcel_emb = {lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
+    has_parcels = getattr(trained, "brain_input", "coefficients") == "coefficients"  # voxel-map models: none
+    parcel_emb = ({lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
+                  if has_parcels else {})
     ranks, counts, examples = {}, {}, {}
     for index in picked:
         article = str(ids[index])

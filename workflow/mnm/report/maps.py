@@ -11,6 +11,10 @@ Two routes turn a text into a voxel map:
   indicator of the parcel's components is used (equal for a disjoint atlas up to scale).
 * **decoder route** (regression baselines): ``TrainedModel.predict_brain`` gives atlas
   coefficients, mapped to voxels by ``BrainProjector.inverse_transform``.
+* **voxel route** (Text2Brain, :data:`mnm.registry.VOXEL_MODELS`): the model's own voxel map
+  (``TrainedModel.predict_map``, 4 mm) resampled to the analysis grid by nilearn (continuous
+  interpolation). These models have no parcel route: their brain side is a voxel map, not
+  atlas coefficients.
 
 The Dice evaluation of these maps is :mod:`mnm.report.map_eval`.
 """
@@ -33,6 +37,7 @@ __all__ = [
     "paint_parcels",
     "predict_parcel_map",
     "predict_decoder_map",
+    "predict_voxel_map",
 ]
 
 def level_columns(components: pd.DataFrame) -> list[str]:
@@ -204,3 +209,14 @@ def predict_decoder_map(trained, text_input, projector) -> nib.Nifti1Image | Non
         return None
     coefficients = np.atleast_2d(_numpy(coefficients))[0]
     return projector.inverse_transform(coefficients.astype(np.float32))
+
+
+def predict_voxel_map(trained, text_input, target_img) -> nib.Nifti1Image | None:
+    """Voxel-route map: ``predict_map`` resampled onto ``target_img``'s grid (None without one)."""
+    from nilearn.image import resample_to_img
+
+    predict_map = getattr(trained, "predict_map", None)  # absent on stand-in models
+    img = None if predict_map is None else predict_map(text_input)
+    if img is None:
+        return None
+    return resample_to_img(img, target_img, interpolation="continuous", force_resample=True, copy_header=True)

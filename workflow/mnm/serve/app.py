@@ -6,7 +6,8 @@ Routes
 ``GET /static/<asset>``        its script and style, from the package (no CDN: works offline)
 ``GET /api/health``            ``{"status": "ok", ...}``
 ``GET /api/info``              what the page needs (examples, limits, model)
-``GET /api/query?text=&k=``    text -> ``articles`` + ``maps`` (URLs)
+``GET /api/query?text=&k=&meta=``  text -> ``articles`` + ``maps`` (URLs); ``meta=ale|mkda``
+                               adds NiMARE's meta-analysis of the articles (``meta_analysis``)
 ``POST /api/decode``           multipart field ``map`` (a NIfTI file) -> ``articles`` + ``maps``
 ``GET /maps/<id>.nii.gz``      a map made for an earlier request (generated id)
 ``GET /api/background.nii.gz`` the MNI152 template on the analysis grid (viewer underlay)
@@ -114,7 +115,8 @@ def create_app(service: QueryService) -> Flask:
 
     @app.get("/api/query")
     def api_query():
-        return jsonify(service.query(request.args.get("text", ""), request.args.get("k")))
+        return jsonify(service.query(request.args.get("text", ""), request.args.get("k"),
+                                     request.args.get("meta")))
 
     @app.post("/api/decode")
     def api_decode():

@@ -37,8 +37,12 @@ _LOG = logging.getLogger(__name__)
 MAP_LABELS = {
     "decoder": "Decoder map (predicted atlas coefficients)",
     "parcels": "Parcel route, {level}",
+    "voxel_map": "Predicted voxel map (4 mm decoder)",
     "uploaded": "Uploaded map (on the analysis grid)",
+    "meta": "{method} meta-analysis of the articles, {kind}",
 }
+#: Names of a meta-analysis' maps in :data:`MAP_LABELS` (``meta_<method>_<kind>``).
+META_KINDS = {"z": "z (uncorrected)", "logp": "-log10 p (uncorrected)"}
 PMC_URL = "https://www.ncbi.nlm.nih.gov/pmc/articles/PMC{}/"
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{}/"
 DOI_URL = "https://doi.org/{}"
@@ -96,7 +100,22 @@ def article_url(pmcid, pmid, doi) -> str | None:
 def map_label(name: str) -> str:
     if name.startswith("parcels_"):
         return MAP_LABELS["parcels"].format(level=name.removeprefix("parcels_").replace("_", " "))
+    if name.startswith("meta_") and name.count("_") == 2:
+        _, method, kind = name.split("_")
+        return MAP_LABELS["meta"].format(method=method.upper(), kind=META_KINDS.get(kind, kind))
     return MAP_LABELS.get(name, name)
+
+
+def check_meta(method) -> str | None:
+    """A request's ``meta`` (``ale``, ``mkda``, or empty for none) checked."""
+    from mnm.meta import METHODS
+
+    if method is None or method == "":
+        return None
+    if method not in METHODS:
+        raise QueryError(f"meta must be one of {', '.join(METHODS)} (or empty for none), "
+                         f"got {str(method)[:40]!r}")
+    return method
 
 
 class QueryService:
@@ -210,17 +229,30 @@ class QueryService:
         return {"name": name, "label": map_label(name), "id": map_id,
                 "url": f"/maps/{map_id}.nii.gz"}
 
-    def query(self, text, k=None) -> dict:
-        """Text -> the best-matching articles and the predicted maps (stored, by URL)."""
+    def query(self, text, k=None, meta=None) -> dict:
+        """Text -> the best-matching articles and the predicted maps (stored, by URL).
+
+        With ``meta`` (``ale`` or ``mkda``), NiMARE's meta-analysis of the articles' peaks
+        (:func:`mnm.meta.meta_analysis`, as ``mnm query --meta-analysis``) adds its z and
+        -log10 p maps and a ``meta_analysis`` summary (correlation with the decoder map).
+        """
         if not isinstance(text, str) or not text.strip():
             raise QueryError("the query text is empty; type a few words (e.g. 'working memory')")
         if len(text) > self.settings.max_text_chars:
             raise QueryError(f"the query text has {len(text)} characters; the limit is "
                              f"{self.settings.max_text_chars} (serve.max_text_chars)")
         k = self.check_k(k)
+        meta = check_meta(meta)
         start = time.perf_counter()
-        with self._model_lock:
+        summary = {}
+        with self._model_lock:  # NiMARE's fit too: it uses every core, like the model
             table, maps = query_text(self.run, text, top_k=k)
+            if meta:
+                from mnm.meta import meta_analysis
+
+                result = meta_analysis(self.run, table, meta, predicted=maps.get("decoder"))
+                maps.update(result.output_maps())
+                summary["meta_analysis"] = result.summary()
         elapsed = time.perf_counter() - start
         _LOG.info("text query (%d chars, k=%d) in %.3f s", len(text), k, elapsed)
         return {
@@ -230,6 +262,7 @@ class QueryService:
             "articles": self.articles(table),
             "maps": [self._store(name, img) for name, img in maps.items()],
             "seconds": round(elapsed, 4),
+            **summary,
         }
 
     def decode(self, data: bytes, filename: str = "", k=None) -> dict:

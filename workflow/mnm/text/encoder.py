@@ -19,6 +19,29 @@ Recipe (NeuroConText / NiCLIP, version :data:`RECIPE_VERSION`)
 
 Windows of all texts are sorted by length and grouped into batches by a token budget
 (``batch_tokens`` counts padded tokens), which keeps padding waste small.
+
+Per architecture
+----------------
+NeuroConText compares Mistral-7B-v0.1, GPT-Neo (125M, 1.3B) and SciBERT
+(``experiment_setting.py`` of github.com/ghayem/NeuroConText). Its embedding code
+(``src/embeddings.py``, commit 94e6f2b "main scripts added", July 2024) treats them all
+alike: chunks of the tokenizer's ``model_max_length``, ``mean_pooling(hidden_states[-1],
+attention_mask)`` (the masked mean of the last hidden state), L2 normalisation of each chunk
+-- no [CLS] pooling, SciBERT included. This module does the same for every model; what
+differs per architecture is only what the tokenizer and the model config say:
+
+* causal decoders (GPT-Neo, Mistral): the window is the model's context (GPT-Neo 2,048
+  positions; Mistral 8,192, see :data:`MAX_DEFAULT_WINDOW`); Mistral's tokenizer puts ``<s>``
+  before each window, GPT-Neo's none; right padding, so no token attends to padding, and the
+  mean runs over every token (a causal model has no [CLS] summary token: its first token sees
+  only itself);
+* bidirectional encoders (SciBERT, MiniLM): each window is ``[CLS] ... [SEP]`` of at most
+  512 positions (MiniLM: the 256 of its sentence-transformers config), mean over the window's
+  tokens, special tokens included (sentence-transformers' mean pooling).
+
+One deliberate difference: NeuroConText cuts the tokenized text (with the special tokens of
+the whole text) every ``model_max_length`` tokens, so only its first chunk starts with [CLS]
+or ``<s>``; here every window is a complete model input (step 2).
 """
 
 from __future__ import annotations
@@ -410,8 +433,53 @@ class Encoder:
                     progress.advance(int(done), int(lengths[batch].sum()))
         return (sums / n_windows[:, None]).astype(np.float32)
 
-    def _pool_windows(self, windows: list[list[int]], model) -> np.ndarray:
-        """Masked mean of the last hidden state, L2-normalised, for one padded batch."""
+    def embed_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Contextual embedding of every content token of short texts (one window each).
+
+        Each text is run as the model's ordinary input (special tokens around its content
+        tokens, as :meth:`embed` does for a one-window text) and the last hidden state of
+        its content tokens is returned, special tokens dropped. Row ``k`` belongs to token
+        ``k`` of :meth:`tokenize`. Used where a method needs token-level text features
+        (NeuroLIP's token-conditioned attention).
+
+        Parameters
+        ----------
+        texts : list of str
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One float32 array of shape ``(n_content_tokens, dim)`` per text.
+
+        Raises
+        ------
+        ValueError
+            When a text is empty or does not fit in one window.
+        """
+        import torch
+
+        content_ids = self.tokenize(texts)
+        room = self.window - len(self.prefix) - len(self.suffix)
+        for i, ids in enumerate(content_ids):
+            if len(ids) == 0:
+                raise ValueError(f"text {i} gives no token")
+            if len(ids) > room:
+                raise ValueError(f"text {i} has {len(ids)} tokens, more than the {room} of one window")
+        windows = [self.prefix + ids + self.suffix for ids in content_ids]
+        lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+        start = len(self.prefix)
+        out: list[np.ndarray] = [np.zeros((0, self.dim), np.float32)] * len(texts)
+        model = self.model
+        with torch.inference_mode():
+            for batch in plan_batches(lengths, self.batch_tokens):
+                hidden, _ = self._run_windows([windows[j] for j in batch], model)
+                for row, j in enumerate(batch):
+                    tokens = hidden[row, start : start + len(content_ids[j])]
+                    out[j] = tokens.float().cpu().numpy()
+        return out
+
+    def _run_windows(self, windows: list[list[int]], model):
+        """Last hidden state and padding mask of one right-padded batch of windows."""
         import torch
 
         width = max(len(w) for w in windows)
@@ -429,6 +497,13 @@ class Encoder:
         no_cache = {"use_cache": False} if getattr(model.config, "use_cache", False) else {}
         hidden = model(input_ids=input_ids.to(self.device), attention_mask=attention_mask,
                        **no_cache).last_hidden_state
+        return hidden, mask
+
+    def _pool_windows(self, windows: list[list[int]], model) -> np.ndarray:
+        """Masked mean of the last hidden state, L2-normalised, for one padded batch."""
+        import torch
+
+        hidden, mask = self._run_windows(windows, model)
         weights = mask.to(hidden.device, torch.float32).unsqueeze(-1)
         mean = (hidden.float() * weights).sum(1) / weights.sum(1)
         return torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()

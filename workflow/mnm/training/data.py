@@ -34,15 +34,19 @@ class FoldInputs:
     ids : numpy.ndarray of str
         Sorted article ids present in every input.
     text, brain : numpy.ndarray, float32
-        Text embeddings and brain coefficients.
+        Text embeddings and brain coefficients (for voxel-map models: the coarse KDE maps).
     n_active : numpy.ndarray, float32
-        Active atlas components per article (the hierarchy level ``R``).
+        Active atlas components per article (the hierarchy level ``R``; always from the
+        coefficients).
     folds : dict
         Repeat -> fold of each article (aligned with ``ids``).
     texts : pandas.Series or None
         Section text per article (TF-IDF only).
     missing : dict
         Per input, how many ids of the union it lacks.
+    brain_mask : nibabel image or None
+        Grid and mask of voxel-map ``brain`` rows (``kde_4mm/mask.nii.gz``); None for
+        coefficients.
     """
 
     ids: np.ndarray
@@ -52,6 +56,7 @@ class FoldInputs:
     folds: dict
     texts: pd.Series | None = None
     missing: dict = field(default_factory=dict)
+    brain_mask: object = None
 
 
 @dataclass
@@ -82,7 +87,29 @@ def _fold_columns(folds_table: pd.DataFrame, path) -> pd.DataFrame:
     return table.pivot(index="article_id", columns="repeat", values="fold")
 
 
-def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, section=None) -> FoldInputs:
+def _brain_input(coefficients_path, kde_maps=None):
+    """``(ids, brain matrix, n_active, path of the matrix, mask image or None)``.
+
+    The matrix is the coefficients, or with ``kde_maps`` the coarse KDE maps; ``n_active``
+    always comes from the coefficients table, aligned on the matrix's ids.
+    """
+    ids, coefficients = read_matrix(coefficients_path, "coefficients")
+    n_active = read_parquet(coefficients_path, columns=["n_active"])["n_active"].to_numpy()
+    if kde_maps is None:
+        return ids, coefficients, n_active, coefficients_path, None
+    from mnm.kde_maps import read_kde_maps
+
+    _check_unique(ids.astype(str), coefficients_path)
+    map_ids, maps, mask_img = read_kde_maps(*kde_maps)
+    rows = pd.Index(ids.astype(str)).get_indexer(map_ids.astype(str))
+    if (rows < 0).any():
+        raise ValueError(f"{kde_maps[0]}: articles absent from {coefficients_path} (no n_active), e.g. "
+                         f"{map_ids[rows < 0][:5].tolist()}")
+    return map_ids, maps, n_active[rows], kde_maps[0], mask_img
+
+
+def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, section=None,
+                     kde_maps=None) -> FoldInputs:
     """Read and align the inputs on the intersection of their article ids.
 
     Parameters
@@ -98,12 +125,15 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         returned too (TF-IDF) and the ids are also intersected with the corpus.
     section : str, optional
         Text section, for ``texts``.
+    kde_maps : (path, path), optional
+        ``kde_4mm/maps.parquet`` and ``kde_4mm/mask.nii.gz`` (:mod:`mnm.kde_maps`): when given,
+        ``brain`` holds these voxel maps instead of the coefficients (Text2Brain) and the ids
+        are also intersected with theirs; ``n_active`` still comes from ``brain_path``.
     """
     from mnm.models.regression import section_texts
 
     text_ids, text = read_matrix(text_path, "embedding")
-    brain_ids, brain = read_matrix(brain_path, "coefficients")
-    brain_table = read_parquet(brain_path, columns=["article_id", "n_active"])
+    brain_ids, brain, n_active, brain_path, brain_mask = _brain_input(brain_path, kde_maps)
     fold_columns = _fold_columns(read_parquet(folds_path), folds_path)
     tables = {"text": text_ids.astype(str), "brain": brain_ids.astype(str),
               "folds": fold_columns.index.to_numpy()}
@@ -138,10 +168,11 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         ids=np.asarray(common, dtype=object),
         text=text[rows(tables["text"])],
         brain=brain[rows(tables["brain"])],
-        n_active=brain_table["n_active"].to_numpy()[rows(tables["brain"])].astype(np.float32),
+        n_active=n_active[rows(tables["brain"])].astype(np.float32),
         folds={int(r): aligned_folds[r].to_numpy().astype(np.int64) for r in aligned_folds.columns},
         texts=None if texts is None else texts.loc[common],
         missing=missing,
+        brain_mask=brain_mask,
     )
 
 

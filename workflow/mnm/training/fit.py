@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mnm.registry import MODEL_NAMES, TORCH_MODELS
-from mnm.trained import RidgeModel, Standardizer, TfidfModel, TorchModel, build_torch_module
+from mnm.registry import MODEL_NAMES, TORCH_MODELS, VOXEL_MODELS
+from mnm.trained import RidgeModel, Standardizer, TfidfModel, TorchModel, VoxelMapModel, build_torch_module
 from mnm.training.data import FoldInputs, Split
 from mnm.training.loop import Recipe, train_torch_model, validation_metrics
 
@@ -38,25 +38,51 @@ def _single_row_history(text_emb_val, brain_val, alpha: float, train_loss: float
     return pd.DataFrame([row])
 
 
-def fit_torch(name, data: FoldInputs, split: Split, params: dict, recipe: Recipe, seed: int,
-              device, with_decoder: bool, progress: bool):
-    """MNM variants, NeuroConText and the MLP: the shared torch recipe."""
-    from mnm.models.regression import fit_ridge
+def _train_module(name, data: FoldInputs, split: Split, params: dict, recipe: Recipe, seed: int,
+                  device, progress: bool, **module_inputs):
+    """Standardise the text on the fit set, build the module and train it with the recipe.
 
+    ``module_inputs`` are constructor arguments that come from the data, not the config
+    (Text2Brain's mask). Returns ``(module, standardizer, constructor, history, best_epoch)``.
+    """
     standardizer = Standardizer.fit(data.text[split.fit])
     X = standardizer.transform(data.text)
     constructor = {k: v for k, v in params.items() if k not in NON_CONSTRUCTOR_KEYS}
     torch.manual_seed(int(seed))
-    module = build_torch_module(name, X.shape[1], data.brain.shape[1], **constructor)
+    module = build_torch_module(name, X.shape[1], data.brain.shape[1], **constructor, **module_inputs)
     history, best_epoch = train_torch_model(
         module, X[split.fit], data.brain[split.fit], data.n_active[split.fit],
         X[split.validation], data.brain[split.validation], recipe,
         seed=seed, device=device, progress=progress,
     )  # fmt: skip
+    return module, standardizer, constructor, history, best_epoch
+
+
+def fit_torch(name, data: FoldInputs, split: Split, params: dict, recipe: Recipe, seed: int,
+              device, with_decoder: bool, progress: bool):
+    """MNM variants, NeuroConText and the MLP: the shared torch recipe."""
+    from mnm.models.regression import fit_ridge
+
+    module, standardizer, constructor, history, best_epoch = _train_module(
+        name, data, split, params, recipe, seed, device, progress)
     model = TorchModel(name, module, standardizer, constructor, _dims(data), device=device)
     if with_decoder and name != "mlp":
         text_emb = model.embed_text(data.text[split.fit])
         model.decoder = fit_ridge(text_emb, data.brain[split.fit], DECODER_ALPHAS)
+    return model, history, best_epoch
+
+
+def fit_voxel_map(name, data: FoldInputs, split: Split, params: dict, recipe: Recipe, seed: int,
+                  device, with_decoder: bool, progress: bool):
+    """Text2Brain: the shared torch recipe on the coarse KDE maps (its map is its own decoder)."""
+    if data.brain_mask is None:
+        raise ValueError(f"model {name} trains on voxel maps: pass the kde_4mm maps and mask "
+                         "(rule kde_maps) to load_fold_inputs(kde_maps=...)")
+    mask = np.asarray(data.brain_mask.dataobj) > 0
+    module, standardizer, constructor, history, best_epoch = _train_module(
+        name, data, split, params, recipe, seed, device, progress, mask=mask)
+    model = VoxelMapModel(name, module, standardizer, constructor, _dims(data), data.brain_mask.affine,
+                          device=device)
     return model, history, best_epoch
 
 
@@ -93,7 +119,8 @@ def fit_tfidf_model(name, data: FoldInputs, split: Split, params: dict, recipe, 
     return model, history, 1
 
 
-TRAINERS = {**{name: fit_torch for name in TORCH_MODELS}, "ridge": fit_ridge_model, "tfidf": fit_tfidf_model}
+TRAINERS = {**{name: fit_torch for name in TORCH_MODELS}, **{name: fit_voxel_map for name in VOXEL_MODELS},
+            "ridge": fit_ridge_model, "tfidf": fit_tfidf_model}
 
 
 def fit_model(name: str, data: FoldInputs, split: Split, params: dict, recipe: Recipe, *,

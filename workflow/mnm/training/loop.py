@@ -143,6 +143,17 @@ def _validation_row(model, X_val, Y_val, device) -> dict:
     return validation_metrics(model.score(text, brain).double().cpu().numpy())
 
 
+def _selection_key(row: dict, metric: str) -> tuple[float, float]:
+    """What epoch selection maximises: the recipe's metric, then validation Mix&Match.
+
+    Recall@K moves in steps of 1/n on n validation pairs and saturates when n <= K (a small
+    corpus's inner validation set), so on its own it ties often, and a tie kept the first
+    epoch, at worst the untrained epoch 0. Mix&Match (mean percentile rank over all n^2
+    pairs) is much finer and breaks those ties.
+    """
+    return float(row[metric]), float(row["val_mix_and_match"])
+
+
 def train_torch_model(
     model: torch.nn.Module,
     X_fit: np.ndarray,
@@ -178,7 +189,8 @@ def train_torch_model(
         One row per epoch (epoch 0 = before training): ``step``, ``lr``, ``train_loss``,
         ``train_<term>``, the model's ``log_scalars``, validation metrics, ``is_best``.
     best_epoch : int
-        First epoch with the highest ``recipe.metric``.
+        First epoch with the highest ``recipe.metric``, ties broken by Mix&Match
+        (:func:`_selection_key`); early stopping counts from it.
     """
     device = torch.device(device)
     model.to(device)
@@ -194,7 +206,7 @@ def train_torch_model(
     clamp = getattr(model, "clamp_parameters", None)
     rows = [{"epoch": 0, "step": 0, "lr": 0.0, "train_loss": np.nan, **model.log_scalars(),
              **_validation_row(model, X_val, Y_val, device)}]
-    best_epoch, best_value = 0, rows[0][recipe.metric]
+    best_epoch, best_value = 0, _selection_key(rows[0], recipe.metric)
     best_state = copy.deepcopy(model.state_dict())
     step = 0
     for epoch in tqdm(range(1, int(recipe.max_epochs) + 1), desc="epochs", disable=not progress):
@@ -220,13 +232,13 @@ def train_torch_model(
         row.update(model.log_scalars())
         row.update(_validation_row(model, X_val, Y_val, device))
         rows.append(row)
-        if row[recipe.metric] > best_value:
-            best_epoch, best_value = epoch, row[recipe.metric]
+        if _selection_key(row, recipe.metric) > best_value:
+            best_epoch, best_value = epoch, _selection_key(row, recipe.metric)
             best_state = copy.deepcopy(model.state_dict())
         log.debug("epoch %d: loss %.4f, %s %.4f", epoch, row.get("train_loss", np.nan),
                   recipe.metric, row[recipe.metric])
         if recipe.patience is not None and epoch - best_epoch >= int(recipe.patience):
-            log.info("early stop at epoch %d (best %d, %s %.4f)", epoch, best_epoch, recipe.metric, best_value)
+            log.info("early stop at epoch %d (best %d, %s %.4f)", epoch, best_epoch, recipe.metric, best_value[0])
             break
     model.load_state_dict(best_state)
     model.eval()

@@ -135,19 +135,32 @@
     });
   }
 
+  function showMetaSummary(meta) {
+    const element = $("query-meta-summary");
+    element.hidden = !meta;
+    if (!meta) return;
+    const r = meta.correlation_with_decoder_map;
+    element.textContent = `${meta.method.toUpperCase()} meta-analysis (NiMARE, uncorrected) of ` +
+      `${meta.n_articles} articles, ${meta.n_peaks} peaks: Pearson r with the decoder map = ` +
+      (r === null ? "n/a" : `${r.toFixed(3)} over ${meta.correlation_voxels} voxels`) + ".";
+  }
+
   // ------------------------------------------------------------------ forms
   async function runQuery(text) {
     const k = $("query-k").value || info.top_k;
     $("query-submit").disabled = true;
     setStatus("query-status", "Searching…");
     try {
-      const url = `/api/query?text=${encodeURIComponent(text)}&k=${encodeURIComponent(k)}`;
+      const meta = $("query-meta").value;
+      const url = `/api/query?text=${encodeURIComponent(text)}&k=${encodeURIComponent(k)}` +
+        (meta ? `&meta=${encodeURIComponent(meta)}` : "");
       const result = await getJson(await fetch(url));
       history.replaceState(null, "", `?q=${encodeURIComponent(text)}`);
       $("query-results").hidden = false;
       showArticles("query-articles", result.articles);
       showDownloads("query-downloads", result.maps);
       showLayers(result.maps);
+      showMetaSummary(result.meta_analysis);
       setStatus("query-status", `${result.articles.length} articles, ${result.maps.length} maps in ${result.seconds.toFixed(2)} s (model ${result.model}).`);
       if (result.maps.length) await showMap("query-viewer", result.maps[0]);
     } catch (error) {
