@@ -257,3 +257,25 @@ def test_difumo_modes_get_their_coarser_parents_by_overlap(tmp_path):
     for label, parent in zip(components["label"], components["difumo64"]):
         index = int(label.split("_")[1])
         assert parent == f"d64_{index % 64}", (label, parent)
+
+
+def test_generated_difumo_tiles_the_mask_with_overlapping_labelled_modes():
+    """The rehearsal's DiFuMo stand-in: non-negative modes scaled to 1, inside the mask,
+    covering every brain voxel, overlapping at their borders, nested generated hierarchy,
+    deterministic; ``load_atlas`` serves it by name."""
+    resolution = 4  # fine enough for the 3-6 mm smoothing to reach neighbouring modes
+    brain = np.asarray(analysis_mask(resolution).dataobj) > 0
+    img, components = atlas.load_atlas("difumo64_generated", None, resolution)
+    maps = np.asarray(img.dataobj)
+    assert img.shape == brain.shape + (64,) and img.get_data_dtype() == np.float32
+    assert maps.min() >= 0 and np.allclose(maps.max(axis=(0, 1, 2)), 1.0)
+    assert not maps[~brain].any()
+    modes_per_voxel = (maps > 0).sum(axis=-1)[brain]
+    assert modes_per_voxel.min() >= 1 and (modes_per_voxel >= 2).mean() > 0.05
+    assert components["label"].str.startswith("generated_mode_").all()
+    assert components["level_1"].nunique() == 7 and components["level_1"].str.startswith("generated_").all()
+    assert components.groupby("level_2")["level_1"].nunique().eq(1).all()  # nested levels
+    assert (components["level_3"] == components["label"]).all()
+    assert components["n_voxels"].tolist() == np.count_nonzero(maps.reshape(-1, 64), axis=0).tolist()
+    again, _ = atlas.generated_difumo(64, resolution)
+    assert np.array_equal(np.asarray(again.dataobj), maps)

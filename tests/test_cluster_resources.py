@@ -33,10 +33,15 @@ def test_resources_of_cpu_and_gpu_jobs():
     assert slurm_resources(settings, gpu=True)["slurm_partition"] == "env-gpu"
 
 
-@pytest.mark.parametrize("device", ["cuda", "cpu"])
-def test_only_pytorch_models_on_cuda_use_a_gpu(device):
+@pytest.mark.parametrize("device", ["cuda", "cpu", "auto"])
+def test_only_pytorch_models_on_cuda_use_a_gpu(device, monkeypatch):
+    """Decided by the config, not by the machine that builds the DAG: ``auto`` requests no
+    GPU even where one is visible (a job that finds one at run time still uses it)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     uses = {name for name in MODEL_NAMES if model_uses_gpu(name, device)}
-    if device == "cpu":
+    if device in ("cpu", "auto"):
         assert uses == set()
     else:
         assert uses == {"mnm", "mnm_reverse", "mnm_no_hier", "neurocontext", "mlp", "text2brain"}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -152,6 +156,37 @@ def _job_resources(dry_run_output: str) -> dict[str, list[dict]]:
     return jobs
 
 
+_SUBMITTED_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(snakefile=Path("Snakefile"), workdir=Path("."), resource_settings=ResourceSettings(),
+                            config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+                            storage_settings=StorageSettings())._workflow
+    # Workflow.is_local without the executor: grouped rules, or neither localrules nor norun
+    print(json.dumps(sorted(rule.name for rule in workflow.rules if rule.group is not None
+                            or not (rule.name in workflow._localrules or rule.norun))))
+"""
+
+
+def _submitted_rules(project, configfile: str) -> set[str]:
+    """Rules whose jobs a cluster executor submits (not localrules), as Snakemake itself
+    decides for the workflow loaded with ``configfile`` (a dry run's listing does not say);
+    every rule defined, scheduled or not."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", _SUBMITTED_RULES, configfile], cwd=project, env=env,
+                            text=True, capture_output=True, check=True)
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+#: Rules whose jobs go to the cluster; everything else (folds, gathers, metrics, tables,
+#: figures, the tiny model of the rehearsal) is bookkeeping that runs where Snakemake runs.
+HEAVY_RULES = {"atlas", "coefficients", "brain_qc", "embed_shard", "train_model", "train_model_all",
+               "train_tradeoff", "map_dice", "poincare", "map_examples", "kde_maps"}
+
+
 def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp_path, monkeypatch):
     """config/paper.yaml under the SLURM profile: only its own encoder, the expected number of
     jobs per rule; partition and account from the environment, a GPU only for jobs that use one
@@ -171,6 +206,9 @@ def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp
     assert counts["embed_shard"] == n_shards * len(sections)
     assert counts["gather_embeddings"] == len(sections)
     assert "minilm" not in result.stdout
+    # bookkeeping (metrics, tables, figures, gathers) runs locally; with source pubget the
+    # corpus job too (it needs the network)
+    assert _submitted_rules(project, "config/paper.yaml") & set(counts) == HEAVY_RULES & set(counts)
     assert counts["train_model"] == n_models * len(paper["models"]["sections"]) * n_folds
     assert counts["train_model_all"] == n_models * len(paper["models"]["sections"])
     jobs = _job_resources(result.stdout)
@@ -201,6 +239,40 @@ def test_several_atlases_train_and_report_each(tmp_path):
     assert counts["map_dice"] == 2 * n_models
     assert counts["train_tradeoff"] == 12 and counts["poincare"] == counts["map_examples"] == 1
     assert counts["retrieval_table"] == counts["hierarchy"] == 1  # one table per atlas inside
+
+
+def test_rehearsal_dry_run_schedules_the_papers_jobs_whatever_the_articles(tmp_path):
+    """config/rehearsal.yaml under the SLURM profile at 20,000 generated articles: exactly the
+    paper's job structure (its own encoder only, 8 shards x 2 sections, every model x 2
+    sections x 10 folds, fold all, the sweep), counted from the config alone (no term depends
+    on the number of articles), light rules local, resources from the config."""
+    project = make_project(tmp_path)
+    (project / "config").symlink_to(ROOT / "config")
+    rehearsal = validate_config(yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text()))
+    text, models = rehearsal["text"], rehearsal["models"]
+    n_sections, n_models, n_folds = len(models["sections"]), len(models["names"]), rehearsal["folds"]["n_folds"]
+    expected = {
+        "generate_pubget": 1, "tiny_mistral": 1, "corpus": 1, "folds": 1, "atlas": 1, "coefficients": 1,
+        "brain_qc": 1, "embed_shard": text["n_shards"] * len(text["sections"]),
+        "gather_embeddings": len(text["sections"]), "train_model": n_models * n_sections * n_folds,
+        "train_model_all": n_models * n_sections,
+        "train_tradeoff": len(models["tradeoff"]["lambda_hier"]) * len(models["tradeoff"]["radius_heads"]),
+        "map_dice": n_models, "retrieval_table": 1, "recall_figure": 1, "hierarchy": 1, "tradeoff": 1,
+        "poincare": 1, "map_prediction": 1, "map_examples": 1, "report_index": 1, "all": 1,
+    }
+    result = snakemake(project, "-n", "--configfile", "config/rehearsal.yaml", "--config",
+                       "rehearsal_articles=20000", "--profile", "profiles/slurm")
+    counts = job_counts(result.stdout)
+    assert {rule: count for rule, count in counts.items() if rule != "total"} == expected
+    assert "minilm" not in result.stdout and "articles-20000_seed-0" in result.stdout
+    assert _submitted_rules(project, "config/rehearsal.yaml") & set(counts) == HEAVY_RULES & set(counts) | {
+        "corpus", "generate_pubget"}
+    jobs = _job_resources(result.stdout)
+    for rule in ("corpus", "atlas", "coefficients", "embed_shard", "train_model", "map_dice"):
+        spec = rehearsal["resources"][rule]
+        assert all((r["mem_mb"], r["runtime"]) == (str(spec["mem_mb"]), str(spec["runtime"]))
+                   for r in jobs[rule]), rule
+        assert all(r.get("gpu", "0") == "0" for r in jobs[rule]), rule  # devices are cpu
 
 
 def test_corpus_stage_end_to_end_and_rerun_does_nothing(tmp_path):

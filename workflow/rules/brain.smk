@@ -26,7 +26,7 @@ rule atlas:
         f"{BENCHMARKS}/atlas/{{atlas}}.tsv"
     threads: 1
     resources:
-        mem_mb=12000,
+        **job_resources("atlas"),
         **slurm(),
     conda:
         "../../envs/brain.yaml"
@@ -52,7 +52,7 @@ rule coefficients:
         f"{BENCHMARKS}/brain/{{atlas}}/coefficients.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        **job_resources("coefficients"),
         **slurm(),
     conda:
         "../../envs/brain.yaml"
@@ -97,9 +97,11 @@ rule brain_qc:
         n_maps=N_QC_MAPS,
     log:
         f"{LOGS}/brain/{{atlas}}/qc.log",
+    benchmark:
+        f"{BENCHMARKS}/brain/{{atlas}}/qc.tsv"
     threads: 2
     resources:
-        mem_mb=8000,
+        **job_resources("brain_qc"),
         **slurm(),
     conda:
         "../../envs/brain.yaml"

@@ -1,4 +1,6 @@
 # Shared set-up: validated config, path roots, target lists. Included first by the Snakefile.
+import os
+
 from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
 from mnm.registry import MNM_VARIANTS, OUTPUT_FILES, VOXEL_MODELS
@@ -86,6 +88,25 @@ SLURM = slurm_settings(config["cluster"])
 def slurm(gpu=False):
     """slurm_partition + slurm_account resources of a CPU (default) or GPU job."""
     return slurm_resources(SLURM, gpu)
+
+
+# The rehearsal's stand-in for Mistral-7B (config/rehearsal.yaml): a tiny randomly initialised
+# Mistral and a tokenizer for the generated corpus, built by rule tiny_mistral (mnm.rehearsal). An encoder
+# whose `model` is this folder depends on the rule that writes it.
+TINY_MISTRAL = os.path.normpath(f"{RESOURCES}/models/tiny_mistral_generated")
+
+
+def encoder_model_input(wildcards):
+    """The tiny Mistral's folder when the shard's encoder uses it, else nothing."""
+    model = config["text"]["encoders"][wildcards.encoder]["model"]
+    return [TINY_MISTRAL] if os.path.normpath(model) == TINY_MISTRAL else []
+
+
+def job_resources(rule, gpu=False):
+    """mem_mb and runtime of a heavy rule's jobs from config `resources.<rule>` (mem_mb_gpu
+    for a job on a GPU)."""
+    spec = config["resources"][rule]
+    return {"mem_mb": spec["mem_mb_gpu"] if gpu else spec["mem_mb"], "runtime": spec["runtime"]}
 
 
 def model_gpu(wildcards):

@@ -41,7 +41,8 @@ rule train_model:
     # a GPU (and the GPU partition) only for torch models on a CUDA config; ridge and TF-IDF
     # never ask for one
     resources:
-        mem_mb=lambda wildcards: 16000 if model_gpu(wildcards) else 4000,
+        mem_mb=lambda wildcards: job_resources("train_model", model_gpu(wildcards))["mem_mb"],
+        runtime=job_resources("train_model")["runtime"],
         gpu=model_gpu,
         slurm_partition=model_partition,
         slurm_account=SLURM["account"],
@@ -90,7 +91,7 @@ rule train_tradeoff:
         f"{BENCHMARKS}/tradeoff/{{head}}-lambda-{{lam}}.tsv"
     threads: 1
     resources:
-        mem_mb=16000 if model_uses_gpu("mnm", config["models"]["device"]) else 4000,
+        **job_resources("train_tradeoff", model_uses_gpu("mnm", config["models"]["device"])),
         gpu=int(model_uses_gpu("mnm", config["models"]["device"])),
         **slurm(model_uses_gpu("mnm", config["models"]["device"])),
     conda:

@@ -37,6 +37,8 @@ rule retrieval_table:
         seed=config["folds"]["seed"],
     log:
         f"{LOGS}/report/retrieval_table.log",
+    benchmark:
+        f"{BENCHMARKS}/report/retrieval_table.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -54,6 +56,8 @@ rule recall_figure:
         models_order=MODELS,
     log:
         f"{LOGS}/report/recall_figure.log",
+    benchmark:
+        f"{BENCHMARKS}/report/recall_figure.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -74,6 +78,8 @@ rule hierarchy:
         radii=report(f"{FIGURES}/radii.png", caption="../report/radii.rst", category="Hierarchy"),
     log:
         f"{LOGS}/report/hierarchy.log",
+    benchmark:
+        f"{BENCHMARKS}/report/hierarchy.tsv"
     resources:
         mem_mb=4000,
     conda:
@@ -100,6 +106,8 @@ rule tradeoff:
         metric=TRADEOFF["metric"],
     log:
         f"{LOGS}/report/tradeoff.log",
+    benchmark:
+        f"{BENCHMARKS}/report/tradeoff.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -125,7 +133,7 @@ rule poincare:
     benchmark:
         f"{BENCHMARKS}/report/poincare.tsv"
     resources:
-        mem_mb=8000,
+        **job_resources("poincare"),
         **slurm(),
     conda:
         "../../envs/report.yaml"
@@ -162,7 +170,7 @@ rule map_dice:
         f"{BENCHMARKS}/report/map_dice/{{atlas}}/{{model}}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
+        **job_resources("map_dice"),
         **slurm(),
     conda:
         "../../envs/report.yaml"
@@ -182,6 +190,8 @@ rule map_prediction:
         fractions=EVAL["dice_top_fractions"],
     log:
         f"{LOGS}/report/map_prediction.log",
+    benchmark:
+        f"{BENCHMARKS}/report/map_prediction.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -204,8 +214,10 @@ rule map_examples:
         **MAP_PARAMS,
     log:
         f"{LOGS}/report/map_examples.log",
+    benchmark:
+        f"{BENCHMARKS}/report/map_examples.tsv"
     resources:
-        mem_mb=4000,
+        **job_resources("map_examples"),
         **slurm(),
     conda:
         "../../envs/report.yaml"
@@ -233,6 +245,8 @@ rule report_index:
         report(f"{REPORT}/index.md", caption="../report/index.rst", category="Index"),
     log:
         f"{LOGS}/report/index.log",
+    benchmark:
+        f"{BENCHMARKS}/report/report_index.tsv"
     conda:
         "../../envs/report.yaml"
     script:

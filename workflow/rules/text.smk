@@ -3,13 +3,15 @@
 # (after a crash, or with more articles) embed only what is missing.
 from mnm.text import wants_gpu
 
-# Gathering the shards is bookkeeping: it runs where Snakemake runs.
+# Gathering the shards is bookkeeping: it runs where Snakemake runs; so is writing the tiny
+# generated model of the rehearsal (seconds).
 localrules:
     gather_embeddings,
+    tiny_mistral,
 
 
 TEXT_SHARDS = [str(s) for s in range(config["text"]["n_shards"])]
-# Evaluated once when the DAG is built: request a GPU only when embedding will use one.
+# Decided by the config (text.device cuda), never by the machine that builds the DAG.
 TEXT_ON_GPU = wants_gpu(config["text"]["device"])
 
 # Every section's embedding table by the models' encoder (text.encoder). Other entries of
@@ -22,11 +24,27 @@ TEXT_EMBEDDINGS = expand(
 )
 
 
+rule tiny_mistral:
+    output:
+        directory(TINY_MISTRAL),
+    log:
+        f"{LOGS}/tiny_mistral.log",
+    benchmark:
+        f"{BENCHMARKS}/tiny_mistral.tsv"
+    conda:
+        "../../envs/text.yaml"
+    script:
+        "../scripts/tiny_mistral.py"
+
+
 rule embed_shard:
     input:
         articles=f"{RESULTS}/corpus/articles.parquet",
+        model=encoder_model_input,
     output:
-        f"{RESULTS}/text/{{encoder}}/{{section}}/shards/shard-{{shard}}.parquet",
+        # A stepping stone to embeddings.parquet: the vectors live on in the per-article
+        # cache, so a rerun after the gather rebuilds a shard from the cache in seconds.
+        temp(f"{RESULTS}/text/{{encoder}}/{{section}}/shards/shard-{{shard}}.parquet"),
     params:
         encoder_cfg=lambda wildcards: config["text"]["encoders"][wildcards.encoder],
         n_shards=config["text"]["n_shards"],
@@ -40,7 +58,7 @@ rule embed_shard:
         f"{BENCHMARKS}/text/{{encoder}}/{{section}}/shard-{{shard}}.tsv"
     threads: 2
     resources:
-        mem_mb=32000 if TEXT_ON_GPU else 4000,
+        **job_resources("embed_shard", TEXT_ON_GPU),
         gpu=1 if TEXT_ON_GPU else 0,
         **slurm(TEXT_ON_GPU),
     conda:
@@ -61,6 +79,8 @@ rule gather_embeddings:
         qc=f"{RESULTS}/text/{{encoder}}/{{section}}/qc.parquet",
     log:
         f"{LOGS}/text/{{encoder}}/{{section}}/gather.log",
+    benchmark:
+        f"{BENCHMARKS}/text/{{encoder}}/{{section}}/gather.tsv"
     resources:
         mem_mb=4000,
     conda:

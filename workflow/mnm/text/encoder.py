@@ -98,14 +98,13 @@ def resolve_device(device: str = "auto", key: str = "text.device") -> str:
 
 
 def wants_gpu(device: str = "auto") -> bool:
-    """Whether an embedding job configured with ``device`` will run on a GPU.
+    """Whether a job configured with ``device`` requests a GPU from the scheduler.
 
-    Used by the rule file to request ``gpu=1`` from the scheduler.
+    Decided by the configuration alone, never by the machine that builds the DAG (a login
+    node without a GPU would otherwise decide for the compute nodes): only ``cuda`` (or
+    ``cuda:<i>``) requests one. ``auto`` requests none and still uses a GPU at run time when
+    the job finds one (:func:`resolve_device`). Used by the rule files (``gpu=1``).
     """
-    if device in (None, "auto"):
-        import torch
-
-        return torch.cuda.is_available()
     return str(device).startswith("cuda")
 
 
@@ -493,7 +492,11 @@ class Encoder:
         # (flash / causal) kernels instead of the masked ones.
         padded = any(len(w) != width for w in windows)
         attention_mask = mask.to(self.device) if padded else None
-        hidden = model(input_ids=input_ids.to(self.device), attention_mask=attention_mask).last_hidden_state
+        # Decoders (Mistral) would otherwise keep every layer's keys and values for a generation
+        # step that never comes: 2 GB for 16,384 tokens of Mistral-7B in bf16.
+        no_cache = {"use_cache": False} if getattr(model.config, "use_cache", False) else {}
+        hidden = model(input_ids=input_ids.to(self.device), attention_mask=attention_mask,
+                       **no_cache).last_hidden_state
         return hidden, mask
 
     def _pool_windows(self, windows: list[list[int]], model) -> np.ndarray:
