@@ -141,18 +141,6 @@ def test_query_map_ranks_like_the_stored_embeddings(run, tiny_run, tmp_path):
     _assert_top_k_of(table, _stored_scores(tiny_run, article_id, "brain"))
 
 
-def test_fold_all_model_retrieves_its_training_pairs_above_chance(tiny_run):
-    """Trained on every article, MNM puts an article's own map in the top 10 of 60 far more
-    often than chance (10/60)."""
-    from mnm.scoring import read_embeddings, score_matrix
-
-    ids, text, brain, meta = read_embeddings(
-        tiny_run / "results/models/mnm/minilm/abstract/aicha/fold-all/test_embeddings.parquet")
-    scores = score_matrix(text_emb=text, brain_emb=brain, **meta)
-    rank = (scores > np.diag(scores)[:, None]).sum(axis=1)
-    assert (rank < 10).mean() > 2 * 10 / len(ids)
-
-
 def test_query_resamples_a_map_in_another_grid(run, tmp_path, caplog):
     data = np.zeros((40, 48, 40), dtype=np.float32)
     data[10:20, 20:30, 20:30] = 1.0
