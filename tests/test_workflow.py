@@ -310,3 +310,24 @@ def test_slurm_profile_leaves_gpus_partitions_and_accounts_to_the_rules():
     # SLURM logs of every job are kept under results/logs/slurm
     assert profile["slurm-logdir"] == "results/logs/slurm"
     assert profile["slurm-keep-successful-logs"] is True
+
+
+def test_a_training_job_sees_only_its_models_settings():
+    """Rules pass config_of_model, so that editing one model's settings changes the params (and
+    so reruns the jobs) of that model only; training reads the same values as from the whole
+    section."""
+    from mnm.registry import MODEL_NAMES, config_of_model
+    from mnm.train import model_params, recipe_of
+
+    models = _default_config()["models"]
+    models = validate_config({"models": models})["models"]
+    for name in MODEL_NAMES:
+        own = config_of_model(models, name)
+        assert set(own) == {"mnm" if name.startswith("mnm") else name, "training"}
+        assert model_params(own, name) == model_params(models, name)
+        assert recipe_of(own, name) == recipe_of(models, name)
+    edited = copy.deepcopy(models)
+    edited["ridge"]["alphas"] = [1.0]
+    for name in MODEL_NAMES:
+        changed = config_of_model(edited, name) != config_of_model(models, name)
+        assert changed == (name == "ridge"), name

@@ -7,7 +7,8 @@ start-up short.
 
 from __future__ import annotations
 
-__all__ = ["MNM_VARIANTS", "VOXEL_MODELS", "TORCH_MODELS", "MODEL_NAMES", "SCORE_KIND_OF_MODEL", "OUTPUT_FILES"]
+__all__ = ["MNM_VARIANTS", "VOXEL_MODELS", "TORCH_MODELS", "MODEL_NAMES", "SCORE_KIND_OF_MODEL", "OUTPUT_FILES",
+           "config_of_model"]
 
 MNM_VARIANTS = ("mnm", "mnm_reverse", "mnm_no_hier")
 #: Models whose brain side is a voxel map on a coarse grid (the KDE maps of rule ``kde_maps``).
@@ -27,3 +28,14 @@ SCORE_KIND_OF_MODEL = {
 OUTPUT_FILES = {"model": "model.safetensors", "history": "history.parquet",
                 "test_embeddings": "test_embeddings.parquet",
                 "validation_embeddings": "validation_embeddings.parquet"}
+
+
+def config_of_model(models_config: dict, model_name: str) -> dict:
+    """The part of config ``models`` one model's training reads: its own section (the MNM
+    variants share ``models.mnm``) and the shared recipe ``models.training``.
+
+    Rules pass this, not the whole section, as a job parameter, so that editing one model's
+    settings reruns that model's jobs only (Snakemake's ``params`` rerun trigger).
+    """
+    key = "mnm" if model_name in MNM_VARIANTS else model_name
+    return {name: models_config[name] for name in (key, "training") if name in models_config}

@@ -3,7 +3,7 @@ import os
 
 from mnm.cluster import model_uses_gpu, slurm_resources, slurm_settings
 from mnm.config import validate_config
-from mnm.registry import MNM_VARIANTS, OUTPUT_FILES, VOXEL_MODELS
+from mnm.registry import MNM_VARIANTS, OUTPUT_FILES, VOXEL_MODELS, config_of_model
 
 # Validate against workflow/schemas/config.schema.yaml and fill every default in place, so
 # a bad value stops the run before any job starts, with the key named in the message.

@@ -11,7 +11,7 @@ TRAIN_INPUT = dict(
     articles=f"{RESULTS}/corpus/articles.parquet",
 )
 TRAIN_PARAMS = dict(
-    models_config=config["models"],
+    models_config=lambda wildcards: config_of_model(config["models"], wildcards.model),
     encoder_config=lambda wildcards: config["text"]["encoders"][wildcards.encoder],
     seed=config["models"]["seed"],
     validation_fraction=config["folds"]["validation_fraction"],
@@ -76,7 +76,7 @@ rule train_tradeoff:
     output:
         [f"{TRADEOFF_DIR}/{name}".replace("{fold}", fold) for fold in FOLDS for name in OUTPUT_FILES.values()],
     params:
-        models_config=config["models"],
+        models_config=config_of_model(config["models"], "mnm"),
         encoder_config=config["text"]["encoders"][ENCODER],
         seed=config["models"]["seed"],
         validation_fraction=config["folds"]["validation_fraction"],
