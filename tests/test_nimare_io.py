@@ -60,6 +60,8 @@ def test_bundled_studyset_through_nimare_keeps_counts_and_nimare_transform(bundl
     for level, kept in (("article", len(articles)), ("peak", len(peaks))):
         assert counts[(level, "input")] == kept + qc.dropped(level)  # kept + dropped = input
     assert counts[("peak", "converted: TAL to MNI (Lancaster)")] == 1159  # converted, not dropped
+    # every kept peak lies within the configured distance of the brain
+    assert (corpus.distance_to_brain_mm(peaks[["x", "y", "z"]].to_numpy()) <= 10).all()
     # Every kept MNI/TAL peak sits where NiMARE's own harmonisation to MNI puts it.
     harmonised = Studyset(str(corpus.bundled_studyset_dir()), target="mni152_2mm").coordinates
     known = raw_peaks["space"].isin(["MNI", "TAL"]).to_numpy()
