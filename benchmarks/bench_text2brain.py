@@ -121,7 +121,7 @@ def bench_train(models_config: dict, config: dict, epochs: int, steps: int) -> N
     from mnm.train import model_params, recipe_of
     from mnm.training.data import split_fold
     from mnm.training.fit import fit_model
-    from mnm.training.loop import _parameter_groups, encode
+    from mnm.training.loop import encode, make_optimizer
 
     torch.set_num_threads(1)  # as the pipeline's training jobs
     mask_img = coarse_mask()
@@ -149,7 +149,7 @@ def bench_train(models_config: dict, config: dict, epochs: int, steps: int) -> N
 
     # 20,000 x 384: time optimiser steps and inference on a subset, then scale
     module = model.module.train()
-    optimizer = torch.optim.AdamW(_parameter_groups(module, recipe.weight_decay), lr=recipe.lr)
+    optimizer = make_optimizer(module, recipe.weight_decay, recipe.lr)
     batch = planted_inputs(recipe.batch_size, 384, mask, seed=1)
     x, y = torch.as_tensor(batch.text), torch.as_tensor(batch.brain)
 

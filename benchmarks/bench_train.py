@@ -63,14 +63,14 @@ def paper_steps_per_second(name: str, models_config: dict, device: str, steps: i
     """Full training steps per second at the paper's shapes (first step untimed)."""
     from mnm.train import model_params, recipe_of
     from mnm.trained import build_torch_module
-    from mnm.training.loop import _parameter_groups
+    from mnm.training.loop import make_optimizer
 
     params = {**model_params(models_config, name), "latent_dim": 512}
     params.pop("training", None)
     recipe = recipe_of(models_config, name)
     torch.manual_seed(0)
     model = build_torch_module(name, 4096, 512, **params).to(device).train()
-    optimizer = torch.optim.AdamW(_parameter_groups(model, recipe.weight_decay), lr=1e-4)
+    optimizer = make_optimizer(model, recipe.weight_decay, lr=1e-4)
     data = synthetic_inputs(4096, 4096, 512)
     text, brain, n_active = (torch.as_tensor(a, device=device) for a in (data.text, data.brain, data.n_active))
     clamp = getattr(model, "clamp_parameters", lambda: None)

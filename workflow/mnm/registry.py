@@ -8,7 +8,7 @@ start-up short.
 from __future__ import annotations
 
 __all__ = ["MNM_VARIANTS", "VOXEL_MODELS", "TORCH_MODELS", "MODEL_NAMES", "SCORE_KIND_OF_MODEL", "OUTPUT_FILES",
-           "config_of_model"]
+           "config_of_model", "config_key_of_model"]
 
 MNM_VARIANTS = ("mnm", "mnm_reverse", "mnm_no_hier")
 #: Models whose brain side is a voxel map on a coarse grid (the KDE maps of rule ``kde_maps``).
@@ -37,5 +37,10 @@ def config_of_model(models_config: dict, model_name: str) -> dict:
     Rules pass this, not the whole section, as a job parameter, so that editing one model's
     settings reruns that model's jobs only (Snakemake's ``params`` rerun trigger).
     """
-    key = "mnm" if model_name in MNM_VARIANTS else model_name
+    key = config_key_of_model(model_name)
     return {name: models_config[name] for name in (key, "training") if name in models_config}
+
+
+def config_key_of_model(model_name: str) -> str:
+    """The key of a model's section in config ``models`` (the MNM variants share ``mnm``)."""
+    return "mnm" if model_name in MNM_VARIANTS else model_name

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mnm.registry import MNM_VARIANTS, MODEL_NAMES, OUTPUT_FILES, VOXEL_MODELS
+from mnm.registry import MODEL_NAMES, OUTPUT_FILES, VOXEL_MODELS, config_key_of_model
 from mnm.trained import resolve_device
 from mnm.training.data import load_fold_inputs, split_fold
 from mnm.training.fit import fit_model
@@ -42,7 +42,7 @@ def model_params(models_config: dict, model_name: str) -> dict:
     """The config section of a model (the MNM variants share ``models.mnm``)."""
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; expected one of {MODEL_NAMES}")
-    key = "mnm" if model_name in MNM_VARIANTS else model_name
+    key = config_key_of_model(model_name)
     if key not in models_config:
         raise KeyError(f"config models.{key} is missing (parameters of model {model_name!r})")
     return dict(models_config[key])

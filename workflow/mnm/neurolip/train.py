@@ -22,7 +22,7 @@ import torch
 from mnm.neurolip.losses import LossWeights, calt_loss, disentanglement_loss
 from mnm.neurolip.model import NeuroLIP, slot_similarity
 from mnm.neurolip.tensors import Cohort, TokenBank
-from mnm.training.loop import _parameter_groups
+from mnm.training.loop import make_optimizer
 
 __all__ = ["TrainSettings", "batch_losses", "train_model"]
 
@@ -75,7 +75,7 @@ def batch_losses(model: NeuroLIP, batch: Cohort, bank: TokenBank, sensitive, wei
 def _optimizer(model: NeuroLIP, settings: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with the pipeline recipe's parameter groups (no decay on biases, norms and the
     model's :meth:`~NeuroLIP.no_decay_parameter_names`)."""
-    return torch.optim.AdamW(_parameter_groups(model, settings.weight_decay), lr=settings.lr)
+    return make_optimizer(model, settings.weight_decay, settings.lr)
 
 
 def _batches(cohort: Cohort, batch_size: int, generator: torch.Generator):

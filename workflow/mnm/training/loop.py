@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mnm import metrics
 
-__all__ = ["Recipe", "train_torch_model", "encode", "validation_metrics", "SELECTION_METRICS"]
+__all__ = ["Recipe", "make_optimizer", "train_torch_model", "encode", "validation_metrics", "SELECTION_METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]
             continue
         (no_decay if name in excluded or parameter.ndim < 2 else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, weight_decay: float, lr: float) -> torch.optim.AdamW:
+    """AdamW over :func:`_parameter_groups`: the optimiser of every torch model of the project."""
+    return torch.optim.AdamW(_parameter_groups(model, float(weight_decay)), lr=float(lr))
 
 
 def _scheduler(optimizer, recipe: Recipe, steps_per_epoch: int):
@@ -199,7 +204,7 @@ def train_torch_model(
     R = torch.as_tensor(n_active_fit, dtype=torch.float32)
     batch_size = max(2, min(int(recipe.batch_size), len(X)))
     steps_per_epoch = max(1, len(X) // batch_size + (len(X) % batch_size >= 2))
-    optimizer = torch.optim.AdamW(_parameter_groups(model, float(recipe.weight_decay)), lr=float(recipe.lr))
+    optimizer = make_optimizer(model, recipe.weight_decay, recipe.lr)
     scheduler = _scheduler(optimizer, recipe, steps_per_epoch)
     generator = torch.Generator().manual_seed(int(seed))
 
