@@ -1,5 +1,10 @@
 """The SLURM profile on a real single-node SLURM: a reduced DAG, outputs equal to a local run.
 
+The local run is the tiny end-to-end run of tests/conftest.py (``tiny_run``, built once per
+session): the SLURM run uses its very config and builds one training fold of the ridge model
+and everything it needs (corpus, atlas, coefficients, embedding shard on SLURM; folds and the
+gathering of shards as localrules), and every table it writes must equal the local run's.
+
 Needs root and Debian's slurm-wlm + munge (``.ci/install-slurm``). Without them the test is
 skipped with the reason, except under CI (``CI=true``), where it fails instead.
 """
@@ -7,6 +12,7 @@ skipped with the reason, except under CI (``CI=true``), where it fails instead.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -16,27 +22,15 @@ import pandas as pd
 import pytest
 
 from slurm_cluster import missing_commands, start_cluster
-from conftest import subset_studyset
-from workflow_utils import make_project, snakemake
+from workflow_utils import make_project
 
 pytestmark = pytest.mark.cluster
 
-N_STUDIES = 30
-MODELS = ["ridge", "tfidf"]
-OVERRIDES = {
-    "folds": {"n_folds": 2, "n_repeats": 1},
-    "brain": {"n_qc_maps": 1},
-    # a 4 mm grid makes the atlas and the KDE lookup table 8 times cheaper than 2 mm
-    "atlas": {"resolution_mm": 4},
-    # device cpu: deciding whether a job wants a GPU then needs no torch import at parse time
-    # (every SLURM job parses the workflow twice: the job step and srun's step)
-    "text": {"sections": ["abstract"], "n_shards": 1, "device": "cpu"},
-    "models": {"names": MODELS, "sections": ["abstract"], "tradeoff": {"lambda_hier": []}},
-}
-# Table 1 and everything it needs, named by rule so that the output paths may change: corpus,
-# atlas, coefficients, embedding shards and training are submitted; folds, the gathering of
-# shards and the retrieval table are localrules.
-UNTIL = ["--until", "retrieval_table"]
+# One training job and its inputs: corpus, atlas, coefficients and the embedding shard are
+# submitted; folds and the gathering of shards are localrules.
+TARGET = "results/models/ridge/minilm/abstract/aicha/repeat-0/fold-0/test_embeddings.parquet"
+SUBMITTED = {"corpus", "atlas", "coefficients", "embed_shard", "train_model"}
+LOCAL = {"folds", "gather_embeddings"}
 # Folders whose content legitimately differs between two runs (the text cache's file names
 # are random; the embeddings built from it are compared).
 NOT_COMPARED = ("logs", "benchmarks", "cache")
@@ -85,26 +79,23 @@ def _slurm_command() -> list[str]:
         "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1",
-        "--latency-wait", "5", *UNTIL,
+        "--latency-wait", "5", TARGET,
     ]
 
 
-def test_reduced_dag_on_slurm_equals_local_run(slurm_cluster, tmp_path):
-    subset_studyset(tmp_path / "studyset", N_STUDIES)
-    overrides = {**OVERRIDES, "corpus": {"nimare_studyset": str(tmp_path / "studyset")}}
-    (tmp_path / "slurm").mkdir()
-    (tmp_path / "local").mkdir()
-    on_slurm = make_project(tmp_path / "slurm", overrides)
-    local = make_project(tmp_path / "local", overrides)
+def test_reduced_dag_on_slurm_equals_local_run(slurm_cluster, tiny_project, request, tmp_path):
+    on_slurm = make_project(tmp_path)
+    shutil.copy(tiny_project / "config.yaml", on_slurm / "config.yaml")  # the local run's config
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "MPLBACKEND": "Agg"}
     start = time.monotonic()
-    # The SLURM run mostly waits (submission, polling): the local run fills that time.
+    # The SLURM run mostly waits (submission, polling): the local run (the tiny run, built
+    # now unless an earlier test built it) fills that time.
     with open(tmp_path / "slurm.out", "w") as out:
         cluster_run = subprocess.Popen(_slurm_command(), cwd=on_slurm, env=env,
                                        stdout=out, stderr=subprocess.STDOUT, text=True)
         try:
-            snakemake(local, "--cores", "2", *UNTIL)
+            tiny_run = request.getfixturevalue("tiny_run")
             returncode = cluster_run.wait(timeout=600)
         except subprocess.TimeoutExpired:
             returncode = "timed out after 600 s"
@@ -113,20 +104,20 @@ def test_reduced_dag_on_slurm_equals_local_run(slurm_cluster, tmp_path):
                 cluster_run.kill()
                 cluster_run.wait()
     output = (tmp_path / "slurm.out").read_text()
-    print(f"SLURM + local runs: {time.monotonic() - start:.1f} s")
+    print(f"SLURM run (beside the local run): {time.monotonic() - start:.1f} s")
     assert returncode == 0, output[-6000:] + slurm_cluster.log_tail()
 
     # every non-local job went through SLURM and left its stdout/stderr in results/logs/slurm
     slurm_logs = on_slurm / "results/logs/slurm"
     submitted = {p.name.removeprefix("rule_") for p in slurm_logs.iterdir() if p.is_dir()}
-    assert {"corpus", "atlas", "coefficients", "embed_shard", "train_model"} <= submitted
-    assert not {"folds", "gather_embeddings", "retrieval_table"} & submitted  # localrules
+    assert submitted == SUBMITTED
+    assert all(f"localrule {rule}:" in output for rule in LOCAL)
     job_logs = list(slurm_logs.rglob("*.log"))
     assert all(p.stat().st_size > 0 for p in job_logs)
-    assert output.count("has been submitted with SLURM jobid") == len(job_logs) >= 5
+    assert output.count("has been submitted with SLURM jobid") == len(job_logs) == len(SUBMITTED)
 
-    expected, actual = _parquet_tables(local / "results"), _parquet_tables(on_slurm / "results")
-    assert sorted(actual) == sorted(expected)
-    assert any(name.startswith("models/") for name in expected) and "report/retrieval.parquet" in expected
-    for name, table in expected.items():
-        pd.testing.assert_frame_equal(actual[name], table, check_exact=True, obj=name)
+    actual = _parquet_tables(on_slurm / "results")
+    assert TARGET.removeprefix("results/") in actual and "corpus/articles.parquet" in actual
+    for name, table in actual.items():
+        expected = pd.read_parquet(tiny_run / "results" / name)
+        pd.testing.assert_frame_equal(table, expected, check_exact=True, obj=name)
