@@ -54,6 +54,27 @@ def test_decoder_output_is_text2brains_4mm_grid(mask_4mm):
     np.testing.assert_allclose(model.brain_vector(img), vector.numpy()[0], rtol=1e-6)
 
 
+def test_fewer_up_blocks_paint_the_coarse_decoder_map_onto_the_4mm_grid():
+    """up_blocks 2: two transposed convolutions end on the 8 mm grid of the same volume, and
+    each 8 mm voxel fills the 2 x 2 x 2 voxels of 4 mm it covers (numpy's repeat as reference)."""
+    torch.manual_seed(0)
+    module = Text2Brain(12, 0, fc_channels=2, decoder_filters=4, up_blocks=2).eval()
+    torch.nn.init.normal_(module.decoder[-2].weight)  # the output convolution starts at zero
+    assert sum(isinstance(m, torch.nn.ConvTranspose3d) for m in module.modules()) == 2
+    x = torch.randn(2, 12)
+    with torch.no_grad():
+        volume = module.decode(x).numpy()
+        coarse = module.decoder(torch.relu(module.fc(x)).view(2, 2, 4, 5, 4))[:, 0, 1:, 1:, 1:].numpy()
+    assert coarse.shape == (2, 20, 24, 20) and volume.shape == (2, *COARSE_SHAPE)
+    assert np.ptp(coarse) > 0
+    np.testing.assert_array_equal(volume, coarse.repeat(2, axis=1).repeat(2, axis=2).repeat(2, axis=3))
+    # the 8 mm voxel (10, 14, 9) is centred at the mean of its 4 mm voxels' centres
+    fine = nib.affines.apply_affine(COARSE_AFFINE, [[20, 28, 18], [21, 29, 19]]).mean(axis=0)
+    np.testing.assert_allclose(fine, COARSE_AFFINE[:3, 3] + 8 * np.array([10, 14, 9]) + 2)
+    with pytest.raises(ValueError, match="up_blocks must be 1, 2 or 3"):
+        Text2Brain(12, 0, up_blocks=4)
+
+
 def _two_hemisphere_atlas():
     """The 2 mm MNI brain split into left and right: a cheap atlas on the real analysis grid."""
     mask_img = analysis_mask(2)
@@ -121,9 +142,10 @@ def _planted_blobs(n_articles: int, grid: int, seed: int = 0):
     return text, templates, position
 
 
-def test_text2brain_learns_a_planted_mapping(tmp_path, single_thread):
+@pytest.mark.parametrize("up_blocks", [3, 2])
+def test_text2brain_learns_a_planted_mapping(tmp_path, single_thread, up_blocks):
     """Text features decide a blob's position: held-out maps land on the right blob, and the
-    checkpoint round trip reproduces the predictions."""
+    checkpoint round trip reproduces the predictions (and the number of blocks)."""
     from mnm.trained import load_trained
     from mnm.training.data import FoldInputs, Split
     from mnm.training.fit import fit_model
@@ -139,9 +161,16 @@ def test_text2brain_learns_a_planted_mapping(tmp_path, single_thread):
     split = Split(np.arange(60), np.arange(60, 90), np.arange(90, 120))
     recipe = Recipe(batch_size=10, max_epochs=12, lr=3e-3, warmup_epochs=1, schedule="constant",
                     patience=None, metric="val_mix_and_match")
-    params = {"fc_channels": 8, "decoder_filters": 8, "dropout": 0.0, "latent_shape": list(latent)}
+    params = {"fc_channels": 8, "decoder_filters": 8, "dropout": 0.0, "up_blocks": up_blocks,
+              "latent_shape": list(latent)}
     model, history, best = fit_model("text2brain", data, split, params, recipe, seed=0)
-    assert history["train_loss"].iloc[-1] < 0.1 * history["train_loss"].iloc[1]
+    # the lowest loss a map painted in f x f x f blocks can reach: the blocks' own means
+    f = 2 ** (3 - up_blocks)
+    target = templates / templates.max(axis=1, keepdims=True)
+    blocks = target.reshape(4, grid // f, f, grid // f, f, grid // f, f).mean(axis=(2, 4, 6))
+    painted = blocks.repeat(f, 1).repeat(f, 2).repeat(f, 3).reshape(4, -1)
+    floor = ((target - painted) ** 2).mean()
+    assert history["train_loss"].iloc[-1] < floor + 0.1 * history["train_loss"].iloc[1]
 
     predicted = model.embed_text(text[split.test])
     # nearest template by correlation: chance 1/4
@@ -162,6 +191,7 @@ def test_text2brain_learns_a_planted_mapping(tmp_path, single_thread):
     assert loaded.family == "voxel" and loaded.brain_input == "kde_4mm" and loaded.predict_brain(text) is None
     np.testing.assert_allclose(loaded.embed_text(text[split.test]), predicted, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.affine, mask_img.affine)
+    assert loaded.module.upsample_factor == model.module.upsample_factor == 2 ** (3 - up_blocks)
 
 
 class _ConstantVoxelModel:

@@ -259,6 +259,7 @@ def test_rehearsal_dry_run_schedules_the_papers_jobs_whatever_the_articles(tmp_p
         "train_tradeoff": len(models["tradeoff"]["lambda_hier"]) * len(models["tradeoff"]["radius_heads"]),
         "map_dice": n_models, "retrieval_table": 1, "recall_figure": 1, "hierarchy": 1, "tradeoff": 1,
         "poincare": 1, "map_prediction": 1, "map_examples": 1, "report_index": 1, "all": 1,
+        **({"kde_maps": 1} if "text2brain" in models["names"] else {}),  # voxel-map targets
     }
     result = snakemake(project, "-n", "--configfile", "config/rehearsal.yaml", "--config",
                        "rehearsal_articles=20000", "--profile", "profiles/slurm")
