@@ -18,7 +18,7 @@
    of the 20,000-article inputs (text + maps, float32) a job holds.
 
 Run: ``python benchmarks/bench_text2brain.py`` (``--skip-kde``, ``--skip-train``,
-``--epochs``, ``--steps``, ``--kde-scale``, ``--atlas``). Timings on a shared machine are
+``--epochs``, ``--steps``, ``--kde-scale``, ``--atlas``, ``--up-blocks``). Timings on a shared machine are
 indicative; re-run on a quiet one.
 """
 
@@ -186,6 +186,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps for the 20,000-article extrapolation")
     parser.add_argument("--kde-scale", type=int, default=10, help="synthetic corpus = this many times 320")
     parser.add_argument("--atlas", type=Path, default=None, help="atlas.nii.gz of a run (default: hemispheres)")
+    parser.add_argument("--up-blocks", type=int, choices=[1, 2, 3], default=None,
+                        help="override models.text2brain.up_blocks (3 = Text2Brain's decoder)")
     parser.add_argument("--skip-kde", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
@@ -194,6 +196,8 @@ def main() -> None:
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()))
     if not args.skip_kde:
         bench_kde(args.atlas, args.kde_scale)
+    if args.up_blocks is not None:
+        config["models"]["text2brain"]["up_blocks"] = args.up_blocks
     if not args.skip_train:
         bench_train(config["models"], config, args.epochs, args.steps)
 

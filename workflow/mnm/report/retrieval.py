@@ -53,7 +53,7 @@ FOLD_PATH_PATTERN = re.compile(
 #: Metrics shown in Table 1 (ranks go to the Parquet only).
 TABLE_METRICS = ("recall", "mix_and_match")
 #: Paired comparisons of the report: (model, baseline), when both were trained.
-COMPARISONS = (("mnm", "neurocontext"), ("mnm", "mnm_no_hier"))
+COMPARISONS = (("mnm", "neurocontext"), ("mnm", "mnm_no_hier"), ("mnm", "text2brain"))
 #: Permutations of the shuffled-pairs control.
 N_PERMUTATIONS = 20
 
