@@ -128,7 +128,7 @@ def bench_train(models_config: dict, config: dict, epochs: int, steps: int) -> N
     mask = np.asarray(mask_img.dataobj) > 0
     params = model_params(models_config, "text2brain")
     recipe = recipe_of(models_config, "text2brain")
-    print(f"# training, 1 thread: up_blocks {params.get('up_blocks', 3)}, fc_channels {params['fc_channels']}, decoder_filters "
+    print(f"# training, 1 thread: up_blocks {params['up_blocks']}, fc_channels {params['fc_channels']}, decoder_filters "
           f"{params['decoder_filters']}, batch {recipe.batch_size}, lr {recipe.lr}, max_epochs "
           f"{recipe.max_epochs}, patience {recipe.patience}")
 

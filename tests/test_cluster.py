@@ -117,7 +117,14 @@ def test_reduced_dag_on_slurm_equals_local_run(slurm_cluster, tiny_project, requ
     assert output.count("has been submitted with SLURM jobid") == len(job_logs) == len(SUBMITTED)
 
     actual = _parquet_tables(on_slurm / "results")
-    assert TARGET.removeprefix("results/") in actual and "corpus/articles.parquet" in actual
+    # every table of the submitted and local rules (the target's fold trains both repeats)
+    fold = TARGET.removeprefix("results/").removesuffix("/test_embeddings.parquet")
+    produced = {"corpus/articles.parquet", "corpus/peaks.parquet", "corpus/qc.parquet", "folds.parquet",
+                "brain/aicha/coefficients.parquet", "text/minilm/abstract/embeddings.parquet",
+                "text/minilm/abstract/qc.parquet",
+                *(f"{fold.replace('repeat-0', f'repeat-{r}')}/{name}.parquet"
+                  for r in (0, 1) for name in ("test_embeddings", "validation_embeddings", "history"))}
+    assert produced <= set(actual), produced - set(actual)
     for name, table in actual.items():
         expected = pd.read_parquet(tiny_run / "results" / name)
         pd.testing.assert_frame_equal(table, expected, check_exact=True, obj=name)
