@@ -111,8 +111,9 @@ def fit_ridge(X: np.ndarray, Y: np.ndarray, alphas) -> LinearMap:
 
     Parameters
     ----------
-    X : array, shape (n, d_text)
-        Text features.
+    X : array or scipy.sparse matrix, shape (n, d_text)
+        Text features. A sparse matrix stays sparse: RidgeCV's leave-one-out then decomposes
+        the n x n Gram matrix (n < d_text) or the d_text x d_text covariance, never a dense X.
     Y : array, shape (n, d_brain)
         Brain coefficients.
     alphas : sequence of float
@@ -175,7 +176,10 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(max_features=int(max_features), **TFIDF_PARAMS)
-    features = vectorizer.fit_transform(list(texts)).toarray()
+    # Sparse into RidgeCV (same fit as the dense matrix): a dense copy would be n x
+    # max_features float64, 2.9 GB at 18,000 training articles; the fit's cost is then set
+    # by min(n, max_features) (benchmarks/scale.md).
+    features = vectorizer.fit_transform(list(texts))
     vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
     return TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64),
                       fit_ridge(features, Y, alphas))
