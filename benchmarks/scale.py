@@ -20,7 +20,12 @@ Run (a quiet machine; about 1 h 30 for the three sizes on 2 cores, see scale.md)
 
 ``--workdir`` (default a temporary folder) keeps the scratch projects with ``--keep``. A run
 cut short (a shared machine, a time limit) is recorded from what finished with
-``--collect <workdir>/articles-N --sizes N --started ... --wall-s ...`` (marked partial).
+``--collect <workdir>/articles-N --sizes N --started ... --wall-s ...`` (marked partial);
+``--refresh-costs <workdir>/articles-N --sizes N`` re-reads a kept run's per-rule costs.
+
+CPU time and peak memory per job come from the ``job usage`` line every job writes last in its
+log (:func:`mnm.io.job_usage`: the kernel's accounting), and only where a log lacks it from
+Snakemake's benchmark file, which samples them (every 30 s after a job's first 15 s).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))  # mnm of this checkout
 RESULTS_JSON = REPO / "benchmarks" / "scale.json"
 REPORT_MD = REPO / "benchmarks" / "scale.md"
 CONFIGFILE = "config/rehearsal.yaml"
@@ -85,15 +91,17 @@ def snakemake(project: Path, n_articles: int, *args: str, log: Path, niceness: i
 
 
 def planned_jobs(dry_run: str) -> list[dict]:
-    """Every job of a dry run's listing: rule, outputs and benchmark file."""
+    """Every job of a dry run's listing: rule, outputs, log and benchmark file."""
     jobs, job = [], None
     for line in dry_run.splitlines():
         match = re.match(r"^(?:local)?rule (\w+):$", line)
         if match:
-            job = {"rule": match.group(1), "output": [], "benchmark": None}
+            job = {"rule": match.group(1), "output": [], "benchmark": None, "log": None}
             jobs.append(job)
         elif job is not None and line.startswith("    output: "):
             job["output"] = [p.strip() for p in line.split(":", 1)[1].split(",")]
+        elif job is not None and line.startswith("    log: "):
+            job["log"] = line.split(":", 1)[1].split(",")[0].strip()
         elif job is not None and line.startswith("    benchmark: "):
             job["benchmark"] = line.split(":", 1)[1].strip()
         elif line and not line.startswith(" "):
@@ -115,6 +123,19 @@ def read_benchmark(path: Path) -> dict:
     return {"s": number("s"), "max_rss": number("max_rss"), "cpu_time": number("cpu_time")}
 
 
+def logged_usage(path: Path) -> dict | None:
+    """CPU seconds and peak RSS (MB) of a job as its log's last ``job usage`` line states
+    them (:func:`mnm.io.job_usage`, exact), or None (no log, or a job of older code)."""
+    if not path.is_file():
+        return None
+    from mnm.io import USAGE_PATTERN
+
+    found = list(re.finditer(USAGE_PATTERN, path.read_text(errors="replace")))
+    if not found:
+        return None
+    return {"cpu_time": float(found[-1]["cpu_s"]), "max_rss": float(found[-1]["max_rss_mb"])}
+
+
 def path_size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -134,6 +155,9 @@ def rule_costs(project: Path, jobs: list[dict]) -> dict[str, dict]:
         if job["benchmark"] and (project / job["benchmark"]).is_file():
             entry["measured_jobs"] += 1
             bench = read_benchmark(project / job["benchmark"])
+            exact = logged_usage(project / job["log"]) if job["log"] else None
+            entry["sampled_jobs"] = entry.get("sampled_jobs", 0) + (exact is None)
+            bench |= exact or {}
             entry["seconds"] += bench["s"]
             entry["longest_s"] = max(entry["longest_s"], bench["s"])
             entry["cpu_s"] += 0.0 if math.isnan(bench["cpu_time"]) else bench["cpu_time"]
@@ -259,16 +283,20 @@ def render(results: dict) -> str:
             temp = " (temp)" if e.get("missing_outputs") else ""
             if e.get("measured_jobs", e.get("jobs")) < e.get("jobs", 0):
                 temp += f" ({e['measured_jobs']}/{e['jobs']} jobs)"
-            row += [_fmt(e.get("seconds"), 1), _fmt(e.get("cpu_s"), 1), _fmt(e.get("max_rss_mb")),
-                    _fmt(e.get("output_mb"), 1) + temp]
+            sampled = " *" if e.get("sampled_jobs", 1) else ""  # older entries: all sampled
+            row += [_fmt(e.get("seconds"), 1), _fmt(e.get("cpu_s"), 1) + sampled,
+                    _fmt(e.get("max_rss_mb")) + sampled, _fmt(e.get("output_mb"), 1) + temp]
         complete = [e.get("measured_jobs", e.get("jobs")) == e.get("jobs") for e in entries]
         for key in ("cpu_s", "max_rss_mb", "output_mb"):
             row.append(_fmt(growth_exponent([s for s, c in zip(n, complete) if c],
                                             [e.get(key) for e, c in zip(entries, complete) if c]), 2))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "time: wall seconds summed over the rule's jobs (Snakemake benchmark `s`; inflated on a "
-              "loaded machine); CPU: CPU seconds summed over the jobs (`cpu_time`, what a quiet machine "
-              "would need); peak RSS: the largest job's `max_rss`; output: size of the rule's outputs after "
+              "loaded machine); CPU: CPU seconds summed over the jobs, what a quiet machine would need; "
+              "peak RSS: the largest job's; both as the kernel counted them (the `job usage` line each job "
+              "writes last in its log, `mnm.io.job_usage`), or, marked *, for some jobs only Snakemake's "
+              "benchmark sampling (every 30 s after a job's first 15 s: it under-counts longer jobs and can "
+              "miss their peaks); output: size of the rule's outputs after "
               "the run; jobs without a benchmark row yet (an interrupted run) count 0; exponent: slope of "
               "log(cost) against log(articles) over the sizes measured (1 = linear)."]
     return "\n".join(lines)
@@ -298,9 +326,18 @@ def main(argv=None) -> None:
     parser.add_argument("--started", default="", help="with --collect: when the run started")
     parser.add_argument("--wall-s", type=float, default=None, help="with --collect: how long it ran")
     parser.add_argument("--command", default=None, help="with --collect: the command of that run")
+    parser.add_argument("--refresh-costs", type=Path, default=None, metavar="PROJECT",
+                        help="re-read the per-rule costs of a measured size (one --sizes value) from "
+                             "its kept scratch project, keeping its wall and no-op times")
     args = parser.parse_args(argv)
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    if args.collect:
+    if args.refresh_costs:
+        entry = results[str(args.sizes[0])]
+        log = args.refresh_costs / "scale_collect.log"
+        _, dry = snakemake(args.refresh_costs, args.sizes[0], "-n", "--forceall", "--nolock", log=log)
+        entry["rules"] = rule_costs(args.refresh_costs, planned_jobs(dry))
+        RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    elif args.collect:
         size = args.sizes[0]
         results[str(size)] = collect(args.collect, size, args.cores, args.started, args.wall_s, args.command)
         RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

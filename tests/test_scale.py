@@ -1,0 +1,96 @@
+"""The cost accounting of the paper-scale rehearsal (benchmarks/scale.py, mnm.io.job_usage)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnm.io import USAGE_PATTERN
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+
+JOB = """
+import sys, time, types
+import numpy as np
+from mnm.io import logged_job
+
+with logged_job(types.SimpleNamespace(log=[sys.argv[1]], rule="probe")):
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        block[:1000] += 1.0
+    del block
+    own_cpu = time.process_time()
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(own_cpu, peak_kb)
+"""
+
+
+@pytest.fixture(scope="module")
+def scale():
+    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "benchmarks" / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_job_log_ends_with_the_kernels_cpu_time_and_peak_memory(tmp_path):
+    log = tmp_path / "job.log"
+    result = subprocess.run([sys.executable, "-c", JOB, str(log)], capture_output=True, text=True, check=True)
+    own_cpu, peak_kb = map(float, result.stdout.split())
+    usage = re.search(USAGE_PATTERN, log.read_text().splitlines()[-1])
+    # The peak outlives the freed block: the kernel's high-water mark from /proc, in MiB (read
+    # before the usage line is logged, which may raise it a little).
+    assert peak_kb / 1024 - 1.0 <= float(usage["max_rss_mb"]) <= peak_kb / 1024 + 20.0
+    assert float(usage["max_rss_mb"]) > 300
+    # CPU time since the process started, read after the body: at least what the body saw
+    # (getrusage ticks at 10 ms on Linux, clock_gettime finer).
+    assert own_cpu - 0.02 <= float(usage["cpu_s"]) < own_cpu + 1.0
+
+
+def _job(project: Path, name: str, bench: tuple[float, float, float], usage=None) -> dict:
+    bench_file, log_file = f"benchmarks/{name}.tsv", f"logs/{name}.log"
+    (project / "benchmarks").mkdir(exist_ok=True)
+    (project / "logs").mkdir(exist_ok=True)
+    seconds, max_rss, cpu = bench
+    (project / bench_file).write_text(f"{BENCH_HEADER}\n{seconds}\t0:00:40\t{max_rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n")
+    (project / log_file).write_text("2026 INFO mnm: hello\n" + (
+        f"2026 INFO mnm: job usage: cpu_s={usage[0]:.2f} max_rss_mb={usage[1]:.1f}\n" if usage else ""))
+    return {"rule": "train", "output": [], "benchmark": bench_file, "log": log_file}
+
+
+def test_rule_costs_take_the_logs_usage_over_snakemakes_samples(scale, tmp_path):
+    jobs = [_job(tmp_path, "exact", (40.0, 2000.0, 15.0), usage=(38.5, 5000.0)),
+            _job(tmp_path, "sampled", (10.0, 800.0, 9.0))]
+    costs = scale.rule_costs(tmp_path, jobs)["train"]
+    assert costs["seconds"] == pytest.approx(50.0)  # wall time: the benchmark's
+    assert costs["cpu_s"] == pytest.approx(38.5 + 9.0)
+    assert costs["max_rss_mb"] == pytest.approx(5000.0)
+    assert (costs["measured_jobs"], costs["sampled_jobs"]) == (2, 1)
+
+
+def test_dry_run_listing_gives_each_jobs_log(scale):
+    listing = """
+rule train_model:
+    input: a.parquet
+    output: results/m/fold-0/model.safetensors, results/m/fold-0/history.parquet
+    log: results/logs/m/fold-0.log
+    jobid: 3
+    benchmark: results/benchmarks/m/fold-0.tsv
+
+localrule folds:
+    output: results/folds.parquet
+    log: results/logs/folds.log
+    jobid: 1
+"""
+    jobs = scale.planned_jobs(listing)
+    assert [(j["rule"], j["log"], j["benchmark"]) for j in jobs] == [
+        ("train_model", "results/logs/m/fold-0.log", "results/benchmarks/m/fold-0.tsv"),
+        ("folds", "results/logs/folds.log", None)]
+    assert jobs[0]["output"] == ["results/m/fold-0/model.safetensors", "results/m/fold-0/history.parquet"]
