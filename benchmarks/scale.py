@@ -287,9 +287,10 @@ def render(results: dict) -> str:
             row += [_fmt(e.get("seconds"), 1), _fmt(e.get("cpu_s"), 1) + sampled,
                     _fmt(e.get("max_rss_mb")) + sampled, _fmt(e.get("output_mb"), 1) + temp]
         complete = [e.get("measured_jobs", e.get("jobs")) == e.get("jobs") for e in entries]
-        for key in ("cpu_s", "max_rss_mb", "output_mb"):
-            row.append(_fmt(growth_exponent([s for s, c in zip(n, complete) if c],
-                                            [e.get(key) for e, c in zip(entries, complete) if c]), 2))
+        exact = [c and not e.get("sampled_jobs", 1) for c, e in zip(complete, entries)]
+        for key, usable in (("cpu_s", exact), ("max_rss_mb", exact), ("output_mb", complete)):
+            row.append(_fmt(growth_exponent([s for s, c in zip(n, usable) if c],
+                                            [e.get(key) for e, c in zip(entries, usable) if c]), 2))
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "time: wall seconds summed over the rule's jobs (Snakemake benchmark `s`; inflated on a "
               "loaded machine); CPU: CPU seconds summed over the jobs, what a quiet machine would need; "
@@ -298,7 +299,8 @@ def render(results: dict) -> str:
               "benchmark sampling (every 30 s after a job's first 15 s: it under-counts longer jobs and can "
               "miss their peaks); output: size of the rule's outputs after "
               "the run; jobs without a benchmark row yet (an interrupted run) count 0; exponent: slope of "
-              "log(cost) against log(articles) over the sizes measured (1 = linear)."]
+              "log(cost) against log(articles) over the sizes where every job of the rule ran (CPU and "
+              "RSS: and was counted exactly) (1 = linear)."]
     return "\n".join(lines)
 
 

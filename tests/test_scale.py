@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from mnm.io import USAGE_PATTERN
@@ -94,3 +96,49 @@ localrule folds:
         ("train_model", "results/logs/m/fold-0.log", "results/benchmarks/m/fold-0.tsv"),
         ("folds", "results/logs/folds.log", None)]
     assert jobs[0]["output"] == ["results/m/fold-0/model.safetensors", "results/m/fold-0/history.parquet"]
+
+
+def test_embeddings_written_in_blocks_read_back_as_one_table(tmp_path):
+    from mnm.scoring import read_embeddings, write_embedding_blocks, write_embeddings
+
+    rng = np.random.default_rng(0)
+    ids = np.array([f"PMC{i}" for i in range(10)], dtype=object)
+    text, brain = rng.normal(size=(10, 3)).astype(np.float32), rng.normal(size=(10, 5)).astype(np.float32)
+    n_active = rng.integers(1, 9, size=10).astype(np.float32)
+    write_embeddings(tmp_path / "one.parquet", ids, text, brain, n_active, "angle", 0.5, "brain")
+    blocks = [(ids[s], text[s], brain[s], n_active[s]) for s in (slice(0, 4), slice(4, 8), slice(8, 10))]
+    write_embedding_blocks(tmp_path / "blocks.parquet", iter(blocks), "angle", 0.5, "brain")
+    assert pq.ParquetFile(tmp_path / "blocks.parquet").metadata.num_row_groups == 3
+    one, many = read_embeddings(tmp_path / "one.parquet"), read_embeddings(tmp_path / "blocks.parquet")
+    for a, b in zip(one[:3], many[:3]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(many[2], brain)  # and equal to the arrays written
+    assert many[3]["curvature"] == 0.5 and many[3]["kind"] == "angle"
+    np.testing.assert_array_equal(many[3]["n_active"], n_active)
+
+
+def test_training_on_fit_rows_equals_training_on_their_copies():
+    import torch
+
+    from mnm.trained import build_torch_module
+    from mnm.training.loop import Recipe, train_torch_model
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 6)).astype(np.float32)
+    Y = (X @ rng.normal(size=(6, 8))).astype(np.float32)
+    n_active = rng.integers(1, 8, size=90).astype(np.float32)
+    fit, val = rng.permutation(90)[:70], np.arange(70, 90)
+    recipe = Recipe.from_config({"batch_size": 16, "max_epochs": 3, "lr": 1e-3, "patience": None})
+    runs = []
+    for kwargs in ({"X_fit": X[fit], "Y_fit": Y[fit], "n_active_fit": n_active[fit]},
+                   {"X_fit": X, "Y_fit": Y, "n_active_fit": n_active, "fit_rows": fit}):
+        torch.manual_seed(0)
+        module = build_torch_module("mnm", 6, 8, latent_dim=4)
+        history, _ = train_torch_model(module, X_val=X[val], Y_val=Y[val], recipe=recipe, seed=3,
+                                       progress=False, **kwargs)
+        runs.append((history, module.state_dict()))
+    (h1, s1), (h2, s2) = runs
+    assert h1["train_loss"].iloc[1:].notna().all()
+    np.testing.assert_array_equal(h1["train_loss"].to_numpy(), h2["train_loss"].to_numpy())
+    for name in s1:
+        torch.testing.assert_close(s1[name], s2[name], rtol=0, atol=0)

@@ -25,6 +25,7 @@ __all__ = [
     "USAGE_FORMAT",
     "USAGE_PATTERN",
     "write_parquet",
+    "write_parquet_tables",
     "read_parquet",
     "write_matrix",
     "read_matrix",
@@ -93,6 +94,23 @@ def write_parquet(table: pd.DataFrame | pa.Table, path: str | os.PathLike) -> No
         table = pa.Table.from_pandas(table, preserve_index=False)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def write_parquet_tables(tables, path: str | os.PathLike) -> None:
+    """Write Arrow tables of one schema as consecutive row groups of one Parquet file,
+    atomically: a table larger than memory is written block by block (at least one table)."""
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"{path}: no table to write")
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:

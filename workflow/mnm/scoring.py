@@ -23,13 +23,14 @@ import torch
 from torch import Tensor
 
 from mnm import lorentz
-from mnm.io import read_matrix, read_parquet, vectors_to_arrow, write_parquet
+from mnm.io import read_matrix, read_parquet, vectors_to_arrow, write_parquet_tables
 
 __all__ = [
     "SCORE_KINDS",
     "angle_scores",
     "score_matrix",
     "write_embeddings",
+    "write_embedding_blocks",
     "read_embeddings",
     "radii",
 ]
@@ -104,8 +105,21 @@ def radii(space, curvature: float) -> np.ndarray:
 def write_embeddings(path, ids, text, brain, n_active, score_kind: str,
                      curvature: float | None, angle_apex: str) -> None:
     """Write a ``test_embeddings.parquet``-shaped table (also used for validation sets)."""
+    write_embedding_blocks(path, [(ids, text, brain, n_active)], score_kind, curvature, angle_apex)
+
+
+def write_embedding_blocks(path, blocks, score_kind: str, curvature: float | None,
+                           angle_apex: str) -> None:
+    """:func:`write_embeddings` for ``blocks`` of ``(ids, text, brain, n_active)``, one row
+    group each, so that the embeddings of every article (Text2Brain's are voxel maps: 2.35 GB
+    per matrix at 20,000 articles) never sit in memory at once."""
+    write_parquet_tables((_embeddings_table(*block, score_kind, curvature, angle_apex) for block in blocks),
+                         path)
+
+
+def _embeddings_table(ids, text, brain, n_active, score_kind, curvature, angle_apex) -> pa.Table:
     n = len(ids)
-    table = pa.table({
+    return pa.table({
         "article_id": pa.array([str(i) for i in ids], pa.string()),
         "text": vectors_to_arrow(np.asarray(text, dtype=np.float32).reshape(n, -1)),
         "brain": vectors_to_arrow(np.asarray(brain, dtype=np.float32).reshape(n, -1)),
@@ -114,7 +128,6 @@ def write_embeddings(path, ids, text, brain, n_active, score_kind: str,
         "curvature": pa.array([np.nan if curvature is None else float(curvature)] * n, pa.float64()),
         "angle_apex": pa.array([angle_apex or ""] * n, pa.string()),
     })
-    write_parquet(table, path)
 
 
 def read_embeddings(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:

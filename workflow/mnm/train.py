@@ -31,7 +31,7 @@ from mnm.training.data import load_fold_inputs, split_fold
 from mnm.training.fit import fit_model
 from mnm.training.loop import Recipe
 from mnm.io import write_parquet
-from mnm.scoring import write_embeddings
+from mnm.scoring import write_embedding_blocks
 
 __all__ = ["model_params", "recipe_of", "train_fold", "train_fold_from_snakemake",
            "train_tradeoff_from_snakemake", "tradeoff_params", "group_outputs", "OUTPUT_FILES"]
@@ -55,13 +55,24 @@ def recipe_of(models_config: dict, model_name: str) -> Recipe:
     return Recipe.from_config({**models_config.get("training", {}), **overrides})
 
 
+#: Articles embedded and written at a time (fold-all "test" sets hold every article).
+EMBEDDING_BLOCK_ROWS = 1024
+
+
+def _embedding_blocks(model, data, rows):
+    """``(ids, text, brain, n_active)`` of ``rows`` in blocks of :data:`EMBEDDING_BLOCK_ROWS`."""
+    for start in range(0, max(len(rows), 1), EMBEDDING_BLOCK_ROWS):
+        block = rows[start:start + EMBEDDING_BLOCK_ROWS]
+        text = model.embed_text(data.texts.to_numpy()[block] if model.name == "tfidf" else data.text[block])
+        yield data.ids[block], text, model.embed_brain(data.brain[block]), data.n_active[block]
+
+
 def _write_outputs(model, history, data, split, paths: dict) -> None:
     model.save(paths["model"])
     write_parquet(history, paths["history"])
     for rows, key in ((split.test, "test_embeddings"), (split.validation, "validation_embeddings")):
-        text = model.embed_text(data.texts.to_numpy()[rows] if model.name == "tfidf" else data.text[rows])
-        write_embeddings(paths[key], data.ids[rows], text, model.embed_brain(data.brain[rows]),
-                         data.n_active[rows], model.score_kind, model.curvature, model.angle_apex)
+        write_embedding_blocks(paths[key], _embedding_blocks(model, data, rows), model.score_kind,
+                               model.curvature, model.angle_apex)
 
 
 def train_fold(

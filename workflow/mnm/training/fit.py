@@ -51,9 +51,8 @@ def _train_module(name, data: FoldInputs, split: Split, params: dict, recipe: Re
     torch.manual_seed(int(seed))
     module = build_torch_module(name, X.shape[1], data.brain.shape[1], **constructor, **module_inputs)
     history, best_epoch = train_torch_model(
-        module, X[split.fit], data.brain[split.fit], data.n_active[split.fit],
-        X[split.validation], data.brain[split.validation], recipe,
-        seed=seed, device=device, progress=progress,
+        module, X, data.brain, data.n_active, X[split.validation], data.brain[split.validation], recipe,
+        seed=seed, device=device, progress=progress, fit_rows=split.fit,
     )  # fmt: skip
     return module, standardizer, constructor, history, best_epoch
 
