@@ -22,15 +22,18 @@ import sys, time, types
 import numpy as np
 from mnm.io import logged_job
 
+def resident_kb():  # current resident set (statm, pages), not a high-water mark
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 // 1024
+
 with logged_job(types.SimpleNamespace(log=[sys.argv[1]], rule="probe")):
+    before_kb = resident_kb()
     block = np.ones(300 * 2**20 // 8)  # 300 MiB, every page touched
     start = time.process_time()
     while time.process_time() - start < 0.3:
         block[:1000] += 1.0
     del block
     own_cpu = time.process_time()
-    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-print(own_cpu, peak_kb)
+print(own_cpu, before_kb)
 """
 
 
@@ -45,12 +48,11 @@ def scale():
 def test_job_log_ends_with_the_kernels_cpu_time_and_peak_memory(tmp_path):
     log = tmp_path / "job.log"
     result = subprocess.run([sys.executable, "-c", JOB, str(log)], capture_output=True, text=True, check=True)
-    own_cpu, peak_kb = map(float, result.stdout.split())
+    own_cpu, before_kb = map(float, result.stdout.split())
     usage = re.search(USAGE_PATTERN, log.read_text().splitlines()[-1])
-    # The peak outlives the freed block: the kernel's high-water mark from /proc, in MiB (read
-    # before the usage line is logged, which may raise it a little).
-    assert peak_kb / 1024 - 1.0 <= float(usage["max_rss_mb"]) <= peak_kb / 1024 + 20.0
-    assert float(usage["max_rss_mb"]) > 300
+    # The peak outlives the freed block: what was resident before it plus its 300 MiB, not the
+    # memory of the (larger) pytest process this job was forked from.
+    assert float(usage["max_rss_mb"]) == pytest.approx(before_kb / 1024 + 300, abs=30)
     # CPU time since the process started, read after the body: at least what the body saw
     # (getrusage ticks at 10 ms on Linux, clock_gettime finer).
     assert own_cpu - 0.02 <= float(usage["cpu_s"]) < own_cpu + 1.0

@@ -220,14 +220,24 @@ USAGE_PATTERN = r"job usage: cpu_s=(?P<cpu_s>[0-9.]+) max_rss_mb=(?P<max_rss_mb>
 
 def job_usage() -> tuple[float, float]:
     """CPU seconds (user + system) and peak resident memory (MB) of this process and its
-    finished children, since the process started (:func:`resource.getrusage`; Linux reports
-    ``ru_maxrss`` in kilobytes)."""
+    finished children, since the process started.
+
+    CPU from :func:`resource.getrusage`. The peak is the kernel's high-water mark of this
+    program (``VmHWM`` of ``/proc/self/status``, kB): Linux's ``ru_maxrss`` also keeps the
+    memory of the process image before ``exec`` (the forking Snakemake or pytest process),
+    which overstates small jobs. Without ``/proc``, ``ru_maxrss`` (kB on Linux).
+    """
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return cpu_s, max(own.ru_maxrss, children.ru_maxrss) / 1024
+    try:
+        with open("/proc/self/status") as status:
+            peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        peak_kb = own.ru_maxrss
+    return cpu_s, max(peak_kb, children.ru_maxrss) / 1024
 
 
 def setup_logging(log_file: str | os.PathLike | None = None, level=logging.INFO) -> logging.Logger:
