@@ -204,13 +204,17 @@ def measure(n_articles: int, workdir: Path, cores: int, niceness: int, keep: boo
     return result
 
 
+def kept_run_jobs(project: Path, n_articles: int) -> list[dict]:
+    """Every job of the rehearsal in ``project`` (a forced dry run: finished jobs included)."""
+    _, dry = snakemake(project, n_articles, "-n", "--forceall", "--nolock", log=project / "scale_collect.log")
+    return planned_jobs(dry)
+
+
 def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: float | None,
             command: str | None = None) -> dict:
     """Measurements of a rehearsal run already made (or interrupted) in ``project``: the
     per-rule costs of the jobs that finished; no no-op rerun."""
-    log = project / "scale_collect.log"
-    _, dry = snakemake(project, n_articles, "-n", "--forceall", "--nolock", log=log)
-    jobs = planned_jobs(dry)
+    jobs = kept_run_jobs(project, n_articles)
     rules = rule_costs(project, jobs)
     done = sum(1 for j in jobs if j["benchmark"] and (project / j["benchmark"]).is_file())
     corpus = project / RESULTS_DIR / "corpus" / "articles.parquet"
@@ -336,9 +340,7 @@ def main(argv=None) -> None:
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     if args.refresh_costs:
         entry = results[str(args.sizes[0])]
-        log = args.refresh_costs / "scale_collect.log"
-        _, dry = snakemake(args.refresh_costs, args.sizes[0], "-n", "--forceall", "--nolock", log=log)
-        entry["rules"] = rule_costs(args.refresh_costs, planned_jobs(dry))
+        entry["rules"] = rule_costs(args.refresh_costs, kept_run_jobs(args.refresh_costs, args.sizes[0]))
         RESULTS_JSON.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     elif args.collect:
         size = args.sizes[0]

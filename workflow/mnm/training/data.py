@@ -163,17 +163,17 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
     def rows(ids) -> np.ndarray:
         return pd.Index(ids).get_indexer(common)
 
-    def take(matrix, ids) -> np.ndarray:
+    def take(matrix, index) -> np.ndarray:
         # Already in order (the usual case): no copy, which for 20,000 voxel maps is 2.35 GB.
-        index = rows(ids)
         return matrix if np.array_equal(index, np.arange(len(matrix))) else matrix[index]
 
+    brain_rows = rows(tables["brain"])
     aligned_folds = fold_columns.loc[common]
     return FoldInputs(
         ids=np.asarray(common, dtype=object),
-        text=take(text, tables["text"]),
-        brain=take(brain, tables["brain"]),
-        n_active=n_active[rows(tables["brain"])].astype(np.float32),
+        text=take(text, rows(tables["text"])),
+        brain=take(brain, brain_rows),
+        n_active=n_active[brain_rows].astype(np.float32),
         folds={int(r): aligned_folds[r].to_numpy().astype(np.int64) for r in aligned_folds.columns},
         texts=None if texts is None else texts.loc[common],
         missing=missing,
