@@ -104,6 +104,30 @@ def test_tfidf_ridge_recovers_planted_word_maps():
     assert top3 > 0.7
 
 
+def test_tfidf_ridge_dense_and_sparse_fits_agree_with_an_explicit_ridge(monkeypatch):
+    """The dense copy given to RidgeCV (small vocabularies) and the sparse path (large ones)
+    give the same fit; the returned fit predictions equal predicting the texts again; and
+    for a fixed alpha both equal the textbook centred ridge solution."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mnm.models import regression
+
+    rng = np.random.default_rng(1)
+    words = [f"w{i}" for i in range(30)]
+    texts = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(60)]
+    brain = rng.normal(size=(60, 4))
+    dense, dense_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20, with_fit_predictions=True)
+    monkeypatch.setattr(regression, "DENSE_TFIDF_BYTES", 0)
+    sparse, sparse_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20, with_fit_predictions=True)
+    np.testing.assert_allclose(dense.ridge.coef, sparse.ridge.coef, atol=1e-10)
+    np.testing.assert_allclose(dense_fit, sparse_fit, atol=1e-10)
+    np.testing.assert_allclose(dense.predict(texts), dense_fit, atol=1e-10)
+    X = TfidfVectorizer(max_features=20, **regression.TFIDF_PARAMS).fit_transform(texts).toarray()
+    Xc, Yc = X - X.mean(axis=0), brain - brain.mean(axis=0)
+    coef = np.linalg.solve(Xc.T @ Xc + 3.0 * np.eye(X.shape[1]), Xc.T @ Yc).T
+    np.testing.assert_allclose(dense.ridge.coef, coef, atol=1e-8)
+
+
 def test_tfidf_and_mlp_through_train_fold(tmp_path):
     paths, data = make_inputs(tmp_path, n=120)
     _, outputs = run_fold(tmp_path, paths, "tfidf", 0, {"alphas": [0.1, 1.0], "max_features": 50}, tag="tfidf")

@@ -75,6 +75,40 @@ def test_fewer_up_blocks_paint_the_coarse_decoder_map_onto_the_4mm_grid():
         Text2Brain(12, 0, up_blocks=4)
 
 
+@pytest.mark.parametrize("up_blocks", [1, 2, 3])
+def test_mask_voxels_gathered_from_the_decoder_equal_the_painted_volume_masked(mask_4mm, up_blocks):
+    """encode_text gathers the mask voxels from the decoder's coarse output: values and
+    gradients equal those of painting the full 4 mm volume and selecting the mask (the
+    reference), and a loaded state dict with another mask re-indexes."""
+    mask = np.asarray(mask_4mm.dataobj) > 0
+    torch.manual_seed(0)
+    module = Text2Brain(6, int(mask.sum()), fc_channels=2, decoder_filters=4, up_blocks=up_blocks, mask=mask)
+    torch.nn.init.normal_(module.decoder[-2].weight)
+    module.double()  # float64: BatchNorm's gradients are sums that cancel to a small value
+    x, weights = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, int(mask.sum()), dtype=torch.float64)
+    torch.manual_seed(1)
+    gathered = module.encode_text(x)
+    (gathered * weights).sum().backward()
+    grads = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    torch.manual_seed(1)  # the same dropout draws
+    reference = module.decode(x)[:, module.mask]
+    (reference * weights).sum().backward()
+    np.testing.assert_array_equal(gathered.detach().numpy(), reference.detach().numpy())
+    for grad, parameter in zip(grads, module.parameters()):
+        np.testing.assert_allclose(grad.numpy(), parameter.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+    smaller = mask.copy()
+    smaller[:20] = False
+    other = Text2Brain(6, int(smaller.sum()), fc_channels=2, decoder_filters=4, up_blocks=up_blocks,
+                       mask=smaller).double()
+    module.brain_dim = int(smaller.sum())
+    module.load_state_dict(other.state_dict())
+    module.eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(module.encode_text(x).numpy(), module.decode(x).numpy()[:, smaller])
+
+
 def _two_hemisphere_atlas():
     """The 2 mm MNI brain split into left and right: a cheap atlas on the real analysis grid."""
     mask_img = analysis_mask(2)

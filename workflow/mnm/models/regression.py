@@ -102,7 +102,9 @@ class LinearMap:
     alpha: float
 
     def predict(self, X) -> np.ndarray:
-        """Predicted outputs, float64."""
+        """Predicted outputs, float64 (``X`` dense or scipy.sparse)."""
+        if hasattr(X, "tocsr"):
+            return np.asarray(X @ self.coef.T) + self.intercept
         return np.asarray(X, dtype=np.float64) @ self.coef.T + self.intercept
 
 
@@ -159,7 +161,12 @@ class TfidfRidge:
         return self.ridge.predict(self.vectorizer().transform(list(texts)).toarray())
 
 
-def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> TfidfRidge:
+#: Largest dense TF-IDF matrix (bytes, float64) handed to RidgeCV; larger ones stay sparse.
+DENSE_TFIDF_BYTES = 1 << 30
+
+
+def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000, *,
+                    with_fit_predictions: bool = False):
     """Fit TF-IDF (:data:`TFIDF_PARAMS`) followed by RidgeCV.
 
     Parameters
@@ -172,17 +179,28 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> 
         Candidate regularisation strengths.
     max_features : int
         Vocabulary size.
+    with_fit_predictions : bool
+        Also return the predictions for ``texts`` (without tokenising them again).
+
+    Returns
+    -------
+    TfidfRidge, or (TfidfRidge, numpy.ndarray of shape (n, d_brain)) with ``with_fit_predictions``.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(max_features=int(max_features), **TFIDF_PARAMS)
-    # Sparse into RidgeCV (same fit as the dense matrix): a dense copy would be n x
-    # max_features float64, 2.9 GB at 18,000 training articles; the fit's cost is then set
-    # by min(n, max_features) (benchmarks/scale.md).
     features = vectorizer.fit_transform(list(texts))
+    # RidgeCV fits a sparse matrix as it fits the dense one, but its sparse path was 5 times
+    # slower at 17,600 articles x 2,000 features (64 s against 13 s, coefficients equal to
+    # 1e-15; benchmarks/scale.md); a dense copy is taken while it stays under
+    # DENSE_TFIDF_BYTES (at the default 20,000 features and 18,000 articles it would be 2.9 GB).
+    if features.shape[0] * features.shape[1] * 8 <= DENSE_TFIDF_BYTES:
+        features = features.toarray()
     vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
-    return TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64),
-                      fit_ridge(features, Y, alphas))
+    tfidf = TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64), fit_ridge(features, Y, alphas))
+    if not with_fit_predictions:
+        return tfidf
+    return tfidf, tfidf.ridge.predict(features)
 
 
 def section_texts(articles: pd.DataFrame, section: str) -> pd.Series:

@@ -63,7 +63,7 @@ from torch import nn
 
 from mnm.models.regression import MLPRegression
 
-__all__ = ["LATENT_SHAPE", "decoder_output_shape", "paint_blocks", "Text2Brain"]
+__all__ = ["LATENT_SHAPE", "decoder_output_shape", "paint_blocks", "mask_block_index", "Text2Brain"]
 
 #: Spatial shape of the latent volume the fully connected layer fills (Text2Brain's default).
 LATENT_SHAPE = (4, 5, 4)
@@ -108,6 +108,21 @@ def _block(layer: nn.Module, channels: int) -> nn.Sequential:
 def _up(in_channels: int, out_channels: int) -> nn.Sequential:
     return _block(nn.ConvTranspose3d(in_channels, out_channels, kernel_size=4, stride=2, padding=1,
                                      output_padding=1), out_channels)
+
+
+def mask_block_index(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Flat index, into the volume ``factor`` times coarser, of each voxel of ``mask`` (C order).
+
+    ``paint_blocks(volume, factor)[:, mask]`` equals ``volume.flatten(1)[:, index]``: the mask
+    voxels are gathered from the coarse output directly, without painting the full-resolution
+    volume and masking it (a boolean-mask selection and its scatter backward were two thirds
+    of a Text2Brain training step with ``up_blocks`` 1 at 20,000 articles, benchmarks/scale.md).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if any(n % factor for n in mask.shape):
+        raise ValueError(f"mask shape {mask.shape} is not a multiple of the block size {factor}")
+    coarse_shape = tuple(n // factor for n in mask.shape)
+    return np.ravel_multi_index(tuple(np.nonzero(mask)[axis] // factor for axis in range(3)), coarse_shape)
 
 
 class Text2Brain(nn.Module):
@@ -168,6 +183,7 @@ class Text2Brain(nn.Module):
             mask = np.zeros(self.output_shape, dtype=bool)
         self.register_buffer("mask", torch.as_tensor(np.asarray(mask, dtype=bool)))
         self.check_mask()
+        self._index_mask_voxels()
 
     def check_mask(self) -> None:
         """The mask must lie on the output grid; a non-empty one must have ``brain_dim`` voxels."""
@@ -178,19 +194,30 @@ class Text2Brain(nn.Module):
         if n_voxels and n_voxels != self.brain_dim:
             raise ValueError(f"text2brain mask has {n_voxels} voxels but the brain vectors have {self.brain_dim}")
 
+    def _index_mask_voxels(self) -> None:
+        """The derived (not saved) buffer of :func:`mask_block_index` for the current mask."""
+        index = mask_block_index(self.mask.cpu().numpy(), self.upsample_factor)
+        self.register_buffer("mask_index", torch.as_tensor(index, dtype=torch.long, device=self.mask.device),
+                             persistent=False)
+
     def _load_from_state_dict(self, *args, **kwargs):  # noqa: D401 - torch hook
         super()._load_from_state_dict(*args, **kwargs)
         self.check_mask()
+        self._index_mask_voxels()
+
+    def _decoder_volume(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's own output ``(n, *output_shape / upsample_factor)``, cropped."""
+        latent = F.relu(self.dropout(self.fc(self.dropout(x))))
+        return self.decoder(latent.view(-1, self.fc_channels, *self.latent_shape))[:, 0, 1:, 1:, 1:]
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Full output volumes ``(n, *output_shape)`` (values outside the mask are unconstrained)."""
-        latent = F.relu(self.dropout(self.fc(self.dropout(x))))
-        volume = self.decoder(latent.view(-1, self.fc_channels, *self.latent_shape))[:, :, 1:, 1:, 1:]
-        return paint_blocks(volume[:, 0], self.upsample_factor)
+        return paint_blocks(self._decoder_volume(x), self.upsample_factor)
 
     def encode_text(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted map at the mask voxels ``(n, brain_dim)`` (C order of the mask)."""
-        return self.decode(x)[:, self.mask]
+        """Predicted map at the mask voxels ``(n, brain_dim)`` (C order of the mask), gathered
+        from the decoder's output (:func:`mask_block_index`)."""
+        return self._decoder_volume(x).flatten(1).index_select(1, self.mask_index)
 
     def encode_brain(self, y: torch.Tensor) -> torch.Tensor:
         """KDE map divided by its maximum (Text2Brain's target scaling); empty maps stay 0."""
