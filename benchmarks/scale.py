@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))  # mnm of this checkout
 RESULTS_JSON = REPO / "benchmarks" / "scale.json"
@@ -238,14 +240,10 @@ def collect(project: Path, n_articles: int, cores: int, started: str, wall_s: fl
 def growth_exponent(sizes, values) -> float | None:
     """Slope of the least-squares line of log(value) on log(size); None below 2 sizes."""
     points = [(math.log(s), math.log(v)) for s, v in zip(sizes, values) if v and v > 0]
-    if len(points) < 2:
+    if len({x for x, _ in points}) < 2:
         return None
-    mx = sum(x for x, _ in points) / len(points)
-    my = sum(y for _, y in points) / len(points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    if sxx == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in points) / sxx
+    x, y = np.array(points).T
+    return float(np.polyfit(x, y, 1)[0])
 
 
 def _fmt(value, digits=0) -> str:
@@ -268,8 +266,9 @@ def render(results: dict) -> str:
             f"{_fmt(run['wall_s'] and run['wall_s'] / 60, 1)} min | {_fmt(run['noop_rerun_s'], 1)} s | "
             f"{peak['max_rss_mb'] / 1000:.2f} GB ({peak_rule}) | {run['machine']} |")
     lines += ["", "Commands: " + "; ".join(f"`{run['command']}`" for run in runs), ""]
+    # Most CPU first; rules of equal cost by name, so that a re-render gives the same table.
     rules = sorted({r for run in runs for r in run["rules"]},
-                   key=lambda r: -max(run["rules"].get(r, {}).get("seconds", 0) for run in runs))
+                   key=lambda r: (-max(run["rules"].get(r, {}).get("cpu_s") or 0 for run in runs), r))
     n = [run["articles_generated"] for run in runs]
     header = ["rule", "jobs"]
     for s in sizes:

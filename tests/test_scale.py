@@ -144,3 +144,22 @@ def test_training_on_fit_rows_equals_training_on_their_copies():
     np.testing.assert_array_equal(h1["train_loss"].to_numpy(), h2["train_loss"].to_numpy())
     for name in s1:
         torch.testing.assert_close(s1[name], s2[name], rtol=0, atol=0)
+
+
+def test_report_table_exponents_and_a_stable_rule_order(scale):
+    """Exponents against the hand-worked slope (CPU x 20 over 20 x the articles: 1; output
+    x 400: 2), partially measured sizes left out, rules of equal cost ordered by name."""
+    def run(n, cost, jobs_done):
+        rules = {name: {"jobs": 2, "measured_jobs": jobs_done, "sampled_jobs": 0, "seconds": cost,
+                        "cpu_s": cost, "max_rss_mb": 100.0, "output_mb": cost * cost / 100}
+                 for name in ("zeta", "alpha")}
+        return {"articles_generated": n, "articles_kept": n, "started": "2026-12-05T08:00", "cores": 2,
+                "n_jobs": 4, "wall_s": 60.0, "noop_rerun_s": 1.0, "machine": "m", "command": "c",
+                "rules": rules}
+
+    table = scale.render({"1000": run(1000, 10.0, 2), "5000": run(5000, 999.0, 1), "20000": run(20000, 200.0, 2)})
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| alpha", "| zeta"))]
+    assert [row[0] for row in rows] == ["| alpha", "| zeta"]
+    for row in rows:
+        assert row[-3:] == ["1.00", "0.00", "2.00 |"]
+        assert "(1/2 jobs)" in row[9]

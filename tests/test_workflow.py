@@ -241,6 +241,23 @@ def test_several_atlases_train_and_report_each(tmp_path):
     assert counts["retrieval_table"] == counts["hierarchy"] == 1  # one table per atlas inside
 
 
+def test_rehearsal_recipe_is_every_models_recipe():
+    """config/rehearsal.yaml over config.yaml, merged as Snakemake merges them: every model
+    trains with the rehearsal's epochs (a model's own override in config.yaml, Text2Brain's 20
+    epochs, once leaked into the rehearsal and made its jobs 10 times longer)."""
+    from snakemake.utils import update_config
+
+    from mnm.train import recipe_of
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((ROOT / "config/rehearsal.yaml").read_text()))
+    config = validate_config(config)
+    shared = config["models"]["training"]
+    for name in config["models"]["names"]:
+        recipe = recipe_of(config["models"], name)
+        assert (recipe.max_epochs, recipe.patience) == (shared["max_epochs"], shared["patience"]), name
+
+
 def test_rehearsal_dry_run_schedules_the_papers_jobs_whatever_the_articles(tmp_path):
     """config/rehearsal.yaml under the SLURM profile at 20,000 generated articles: exactly the
     paper's job structure (its own encoder only, 8 shards x 2 sections, every model x 2
