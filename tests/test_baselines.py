@@ -97,7 +97,7 @@ def test_tfidf_ridge_recovers_planted_word_maps():
     chosen = [rng.choice(12, size=2, replace=False) for _ in range(120)]
     texts = [" ".join(vocabulary[j] for j in c) + " study results" for c in chosen]
     brain = np.stack([term_maps[c].sum(axis=0) for c in chosen]) + 0.05 * rng.normal(size=(120, 20))
-    model = fit_tfidf_ridge(texts[:80], brain[:80], alphas=[0.01, 0.1, 1.0], max_features=100)
+    model, _ = fit_tfidf_ridge(texts[:80], brain[:80], alphas=[0.01, 0.1, 1.0], max_features=100)
     scores = score_matrix("correlation", model.predict(texts[80:]), brain[80:])
     # Pairs sharing the same two terms are indistinguishable; require the true pair in the top 3.
     top3 = np.mean([i in np.argsort(-scores[i])[:3] for i in range(40)])
@@ -116,9 +116,9 @@ def test_tfidf_ridge_dense_and_sparse_fits_agree_with_an_explicit_ridge(monkeypa
     words = [f"w{i}" for i in range(30)]
     texts = [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(60)]
     brain = rng.normal(size=(60, 4))
-    dense, dense_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20, with_fit_predictions=True)
+    dense, dense_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20)
     monkeypatch.setattr(regression, "DENSE_TFIDF_BYTES", 0)
-    sparse, sparse_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20, with_fit_predictions=True)
+    sparse, sparse_fit = fit_tfidf_ridge(texts, brain, [3.0], max_features=20)
     np.testing.assert_allclose(dense.ridge.coef, sparse.ridge.coef, atol=1e-10)
     np.testing.assert_allclose(dense_fit, sparse_fit, atol=1e-10)
     np.testing.assert_allclose(dense.predict(texts), dense_fit, atol=1e-10)

@@ -82,7 +82,7 @@ def test_tfidf_arrays_predict_like_the_scikit_learn_pipeline():
              "language comprehension in the temporal lobe", "pain and the insula"] * 3
     rng = np.random.default_rng(0)
     Y = rng.normal(size=(len(texts), 5))
-    ours = fit_tfidf_ridge(texts, Y, [0.1, 1.0], max_features=50)
+    ours, _ = fit_tfidf_ridge(texts, Y, [0.1, 1.0], max_features=50)
     vectorizer = TfidfVectorizer(max_features=50, stop_words="english", sublinear_tf=True, min_df=1)
     reference = RidgeCV(alphas=[0.1, 1.0]).fit(vectorizer.fit_transform(texts).toarray(), Y)
     queries = ["memory in the cortex", "faces and pain", "unseen words only"]

@@ -165,8 +165,7 @@ class TfidfRidge:
 DENSE_TFIDF_BYTES = 1 << 30
 
 
-def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000, *,
-                    with_fit_predictions: bool = False):
+def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> tuple[TfidfRidge, np.ndarray]:
     """Fit TF-IDF (:data:`TFIDF_PARAMS`) followed by RidgeCV.
 
     Parameters
@@ -179,12 +178,12 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000, *,
         Candidate regularisation strengths.
     max_features : int
         Vocabulary size.
-    with_fit_predictions : bool
-        Also return the predictions for ``texts`` (without tokenising them again).
 
     Returns
     -------
-    TfidfRidge, or (TfidfRidge, numpy.ndarray of shape (n, d_brain)) with ``with_fit_predictions``.
+    model : TfidfRidge
+    fit_predictions : numpy.ndarray of shape (n, d_brain)
+        The predictions for ``texts`` (without tokenising them again).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -198,8 +197,6 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000, *,
         features = features.toarray()
     vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
     tfidf = TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64), fit_ridge(features, Y, alphas))
-    if not with_fit_predictions:
-        return tfidf
     return tfidf, tfidf.ridge.predict(features)
 
 

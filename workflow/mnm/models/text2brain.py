@@ -122,7 +122,7 @@ def mask_block_index(mask: np.ndarray, factor: int) -> np.ndarray:
     if any(n % factor for n in mask.shape):
         raise ValueError(f"mask shape {mask.shape} is not a multiple of the block size {factor}")
     coarse_shape = tuple(n // factor for n in mask.shape)
-    return np.ravel_multi_index(tuple(np.nonzero(mask)[axis] // factor for axis in range(3)), coarse_shape)
+    return np.ravel_multi_index(tuple(axis // factor for axis in np.nonzero(mask)), coarse_shape)
 
 
 class Text2Brain(nn.Module):

@@ -110,7 +110,7 @@ def fit_tfidf_model(name, data: FoldInputs, split: Split, params: dict, recipe, 
     texts = data.texts.to_numpy()
     tfidf, predicted_fit = fit_tfidf_ridge(texts[split.fit], data.brain[split.fit],
                                            params.get("alphas", DECODER_ALPHAS),
-                                           params.get("max_features", 20000), with_fit_predictions=True)
+                                           params.get("max_features", 20000))
     model = TfidfModel(name, tfidf, _dims(data))
     # Only the validation texts are tokenised again (bodies of 4,000 words: tokenising is
     # most of the cost of this model at scale).
