@@ -76,6 +76,29 @@ def test_hand_worked_example_both_directions():
     assert recall["chance"].tolist() == pytest.approx([1 / 3, 1 / 3])
 
 
+def test_pairing_equals_the_permuted_matrix_and_brute_force(tied_scores):
+    """A pairing (text i with brain pairing[i]) scores like the column-permuted copy, whose
+    ranks are walked one by one in both directions."""
+    pairing = np.random.default_rng(7).permutation(len(tied_scores))
+    permuted = tied_scores[:, pairing]
+    table = metrics.retrieval_metrics(tied_scores, [1, 5], pairing=pairing).set_index(["metric", "direction", "k"])
+    t2b = [brute_force_rank(row, i) for i, row in enumerate(permuted)]
+    b2t = [brute_force_rank(row, i) for i, row in enumerate(permuted.T)]
+    for direction, expected in (("text_to_brain", t2b), ("brain_to_text", b2t)):
+        assert table.loc[("recall", direction, 5), "value"] == pytest.approx(np.mean(np.array(expected) <= 5))
+        assert table.loc[("mean_rank", direction, 0), "value"] == pytest.approx(np.mean(expected))
+        assert table.loc[("median_rank", direction, 0), "value"] == pytest.approx(np.median(expected))
+    mix_b2t = [brute_force_mix_and_match(row, i) for i, row in enumerate(permuted.T)]
+    assert table.loc[("mix_and_match", "brain_to_text", 0), "value"] == pytest.approx(np.mean(mix_b2t))
+    dense = metrics.retrieval_metrics(permuted, [1, 5])
+    np.testing.assert_allclose(table["value"].to_numpy(), dense["value"].to_numpy())
+
+
+def test_pairing_must_be_a_permutation():
+    with pytest.raises(ValueError, match="permutation"):
+        metrics.retrieval_metrics(np.eye(3), [1], pairing=[0, 0, 1])
+
+
 def test_effective_ks_drops_k_at_or_above_candidates():
     assert metrics.effective_ks([1, 5, 10, 100], 100) == [1, 5, 10]
     assert metrics.effective_ks([1, 5, 10, 100], 101) == [1, 5, 10, 100]

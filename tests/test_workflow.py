@@ -187,6 +187,24 @@ HEAVY_RULES = {"atlas", "coefficients", "brain_qc", "embed_shard", "train_model"
                "train_tradeoff", "map_dice", "poincare", "map_examples", "kde_maps"}
 
 
+_RULE_PRIORITIES = _SUBMITTED_RULES.split("    # Workflow.is_local")[0] + """
+    print(json.dumps({rule.name: rule.priority for rule in workflow.rules}))
+"""
+
+
+def test_fold_jobs_and_retrieval_table_are_scheduled_first(tmp_path):
+    """The critical path of a large run: the fold jobs, then retrieval_table (one job over every
+    fold, minutes at 20,000 articles), outrank every other rule, so the fold-all, trade-off and
+    map jobs run beside retrieval_table rather than before it (benchmarks/scale.md)."""
+    project = make_project(tmp_path)
+    (project / "config").symlink_to(ROOT / "config")
+    result = subprocess.run([sys.executable, "-c", _RULE_PRIORITIES, "config/rehearsal.yaml"], cwd=project,
+                            text=True, capture_output=True, check=True)
+    priorities = json.loads(result.stdout.strip().splitlines()[-1])
+    first = {"train_model", "retrieval_table"}
+    assert min(priorities[rule] for rule in first) > max(p for rule, p in priorities.items() if rule not in first)
+
+
 def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp_path, monkeypatch):
     """config/paper.yaml under the SLURM profile: only its own encoder, the expected number of
     jobs per rule; partition and account from the environment, a GPU only for jobs that use one

@@ -57,12 +57,31 @@ def _check_square(scores) -> np.ndarray:
     return scores
 
 
-def _higher_and_tied(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per query: number of candidates scoring above, equal to (others), below the true pair."""
-    true = np.diag(scores)[:, None]
-    higher = (scores > true).sum(axis=1)
-    tied = (scores == true).sum(axis=1) - 1  # the true pair ties with itself
-    lower = scores.shape[1] - 1 - higher - tied
+def _check_pairing(pairing, n: int) -> np.ndarray:
+    if pairing is None:
+        return np.arange(n)
+    pairing = np.asarray(pairing)
+    if pairing.shape != (n,) or not np.array_equal(np.sort(pairing), np.arange(n)):
+        raise ValueError(f"pairing must be a permutation of 0..{n - 1}, got {pairing!r}")
+    return pairing
+
+
+def _higher_and_tied(scores: np.ndarray, pairing=None, axis: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query: number of candidates scoring above, equal to (others), below the true pair.
+
+    Query ``i`` of the rows is paired with candidate ``pairing[i]`` (the diagonal by default).
+    ``axis=1`` ranks the candidates of each row (text->brain); ``axis=0`` ranks, for each
+    column ``j = pairing[i]``, the rows (brain->text; the queries come in column order).
+    Counting along an axis of the one matrix avoids copying it transposed or permuted.
+    """
+    pairing = np.arange(scores.shape[0]) if pairing is None else pairing
+    true = scores[np.arange(len(pairing)), pairing]
+    if axis == 0:
+        true = true[np.argsort(pairing)]  # column j's true pair is row pairing^-1[j]
+    true = np.expand_dims(true, axis)
+    higher = np.count_nonzero(scores > true, axis=axis)
+    tied = np.count_nonzero(scores == true, axis=axis) - 1  # the true pair ties with itself
+    lower = scores.shape[axis] - 1 - higher - tied
     return higher, tied, lower
 
 
@@ -93,11 +112,14 @@ def recall_at_k(scores, k: int) -> float:
 def mix_and_match_per_query(scores) -> np.ndarray:
     """Per query, share of the other candidates scored below the true pair (ties = 1/2)."""
     scores = _check_square(scores)
-    n = scores.shape[0]
-    if n < 2:
-        raise ValueError("Mix&Match needs at least two candidates")
     _, tied, lower = _higher_and_tied(scores)
-    return (lower + 0.5 * tied) / (n - 1)
+    return _mix_and_match_from_counts(tied, lower, scores.shape[1])
+
+
+def _mix_and_match_from_counts(tied: np.ndarray, lower: np.ndarray, n_candidates: int) -> np.ndarray:
+    if n_candidates < 2:
+        raise ValueError("Mix&Match needs at least two candidates")
+    return (lower + 0.5 * tied) / (n_candidates - 1)
 
 
 def mix_and_match(scores) -> float:
@@ -129,7 +151,7 @@ def effective_ks(ks, n_candidates: int) -> list[int]:
     return sorted({int(k) for k in ks if int(k) < int(n_candidates)})
 
 
-def retrieval_metrics(scores, ks) -> pd.DataFrame:
+def retrieval_metrics(scores, ks, pairing=None) -> pd.DataFrame:
     """All retrieval metrics of one score matrix, both directions.
 
     Parameters
@@ -138,6 +160,10 @@ def retrieval_metrics(scores, ks) -> pd.DataFrame:
         Text x brain scores (rows are texts), true pairs on the diagonal.
     ks : iterable of int
         Recall@K cut-offs; filtered by :func:`effective_ks`.
+    pairing : array of int, optional
+        A permutation: text ``i`` is paired with brain map ``pairing[i]`` instead of ``i``.
+        The result equals that of ``scores[:, pairing]`` (the shuffled-pairs control of
+        :mod:`mnm.report.retrieval`) without copying the matrix.
 
     Returns
     -------
@@ -147,12 +173,15 @@ def retrieval_metrics(scores, ks) -> pd.DataFrame:
     """
     scores = _check_square(scores)
     n = scores.shape[0]
+    pairing = _check_pairing(pairing, n)
     rows = []
-    for direction, oriented in zip(DIRECTIONS, (scores, scores.T)):
-        rank = ranks(oriented)
+    for direction, axis in zip(DIRECTIONS, (1, 0)):
+        higher, tied, lower = _higher_and_tied(scores, pairing, axis)
+        rank = 1 + higher + tied
         for k in effective_ks(ks, n):
             rows.append(("recall", direction, k, float(np.mean(rank <= k)), chance_recall(k, n)))
-        rows.append(("mix_and_match", direction, 0, mix_and_match(oriented), 0.5))
+        mix = float(np.mean(_mix_and_match_from_counts(tied, lower, n)))
+        rows.append(("mix_and_match", direction, 0, mix, 0.5))
         rows.append(("mean_rank", direction, 0, float(np.mean(rank)), (n + 1) / 2))
         rows.append(("median_rank", direction, 0, float(np.median(rank)), (n + 1) / 2))
     frame = pd.DataFrame(rows, columns=["metric", "direction", "k", "value", "chance"])

@@ -38,6 +38,10 @@ rule train_model:
         f"{BENCHMARKS}/models/{{model}}/{{encoder}}/{{section}}/{{atlas}}/fold-{{fold}}.tsv"
     # One thread: the default corpus is tiny (jobs run side by side) and paper-scale runs use a GPU.
     threads: 1
+    # Critical path first: these jobs feed retrieval_table, the longest report job (minutes at
+    # 20,000 articles), so they run before the fold-all, trade-off and map jobs, which then
+    # run beside it instead of after it (benchmarks/scale.md).
+    priority: 1
     # a GPU (and the GPU partition) only for torch models on a CUDA config; ridge and TF-IDF
     # never ask for one
     resources:
@@ -58,6 +62,7 @@ use rule train_model as train_model_all with:
     wildcard_constraints:
         model="|".join(MODELS),
         fold="all",
+    priority: 0
     params:
         **TRAIN_PARAMS,
         repeats=[0],

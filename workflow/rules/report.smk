@@ -35,6 +35,9 @@ rule retrieval_table:
         ks=EVAL["recall_k"],
         models_order=MODELS,
         seed=config["folds"]["seed"],
+    # Starts as soon as the last fold is trained, before the map and trade-off jobs (see
+    # train_model's priority).
+    priority: 1
     log:
         f"{LOGS}/report/retrieval_table.log",
     benchmark:

@@ -93,7 +93,7 @@ def fold_metrics(scores, ks, n_permutations: int = N_PERMUTATIONS, seed: int = 0
     scores = np.asarray(scores, dtype=np.float64)
     frame = metrics.retrieval_metrics(scores, ks)
     rng = np.random.default_rng(seed)
-    permuted = [metrics.retrieval_metrics(scores[:, rng.permutation(len(scores))], ks)["value"].to_numpy()
+    permuted = [metrics.retrieval_metrics(scores, ks, pairing=rng.permutation(len(scores)))["value"].to_numpy()
                 for _ in range(int(n_permutations))]
     frame["control"] = np.mean(permuted, axis=0) if permuted else np.nan
     return frame
