@@ -42,8 +42,10 @@ rule retrieval_table:
         f"{LOGS}/report/retrieval_table.log",
     benchmark:
         f"{BENCHMARKS}/report/retrieval_table.tsv"
+    # 4.2 GB measured at 20,000 articles (Text2Brain's 4-mm maps of a 2,000-article test fold,
+    # scored in float64; benchmarks/scale.md)
     resources:
-        mem_mb=2000,
+        mem_mb=5000,
     conda:
         "../../envs/report.yaml"
     script:
