@@ -156,7 +156,9 @@ def _job_resources(dry_run_output: str) -> dict[str, list[dict]]:
     return jobs
 
 
-_SUBMITTED_RULES = """
+#: Loads the workflow with the config file argv[1] as Snakemake itself does; the scripts that
+#: append to it print what they read from it as their last line.
+_LOAD_WORKFLOW = """
 import json, sys
 from pathlib import Path
 from snakemake.api import SnakemakeApi
@@ -165,20 +167,27 @@ with SnakemakeApi(OutputSettings()) as api:
     workflow = api.workflow(snakefile=Path("Snakefile"), workdir=Path("."), resource_settings=ResourceSettings(),
                             config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
                             storage_settings=StorageSettings())._workflow
+"""
+_SUBMITTED_RULES = _LOAD_WORKFLOW + """
     # Workflow.is_local without the executor: grouped rules, or neither localrules nor norun
     print(json.dumps(sorted(rule.name for rule in workflow.rules if rule.group is not None
                             or not (rule.name in workflow._localrules or rule.norun))))
 """
 
 
+def _read_workflow(project, script: str, configfile: str):
+    """The JSON that ``script`` (:data:`_LOAD_WORKFLOW` and what it reads) prints last."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script, configfile], cwd=project, env=env,
+                            text=True, capture_output=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def _submitted_rules(project, configfile: str) -> set[str]:
     """Rules whose jobs a cluster executor submits (not localrules), as Snakemake itself
     decides for the workflow loaded with ``configfile`` (a dry run's listing does not say);
     every rule defined, scheduled or not."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", _SUBMITTED_RULES, configfile], cwd=project, env=env,
-                            text=True, capture_output=True, check=True)
-    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+    return set(_read_workflow(project, _SUBMITTED_RULES, configfile))
 
 
 #: Rules whose jobs go to the cluster; everything else (folds, gathers, metrics, tables,
@@ -187,7 +196,7 @@ HEAVY_RULES = {"atlas", "coefficients", "brain_qc", "embed_shard", "train_model"
                "train_tradeoff", "map_dice", "poincare", "map_examples", "kde_maps"}
 
 
-_RULE_PRIORITIES = _SUBMITTED_RULES.split("    # Workflow.is_local")[0] + """
+_RULE_PRIORITIES = _LOAD_WORKFLOW + """
     print(json.dumps({rule.name: rule.priority for rule in workflow.rules}))
 """
 
@@ -198,9 +207,7 @@ def test_fold_jobs_and_retrieval_table_are_scheduled_first(tmp_path):
     map jobs run beside retrieval_table rather than before it (benchmarks/scale.md)."""
     project = make_project(tmp_path)
     (project / "config").symlink_to(ROOT / "config")
-    result = subprocess.run([sys.executable, "-c", _RULE_PRIORITIES, "config/rehearsal.yaml"], cwd=project,
-                            text=True, capture_output=True, check=True)
-    priorities = json.loads(result.stdout.strip().splitlines()[-1])
+    priorities = _read_workflow(project, _RULE_PRIORITIES, "config/rehearsal.yaml")
     first = {"train_model", "retrieval_table"}
     assert min(priorities[rule] for rule in first) > max(p for rule, p in priorities.items() if rule not in first)
 
