@@ -249,7 +249,8 @@ def growth_exponent(sizes, values) -> float | None:
 def _fmt(value, digits=0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:,.{digits}f}"
+    # + 0.0: a flat cost's slope rounds to -0.0 (polyfit gives -1e-17 on some BLAS); show 0.00
+    return f"{round(value, digits) + 0.0:,.{digits}f}"
 
 
 def render(results: dict) -> str:

@@ -17,7 +17,7 @@ from mnm.io import read_parquet, write_matrix, write_parquet
 from mnm.scoring import read_embeddings, score_matrix
 from mnm.train import OUTPUT_FILES, recipe_of, train_fold
 from mnm.trained import Standardizer, load_trained
-from mnm.training.data import split_fold
+from mnm.training.data import load_fold_inputs, split_fold
 from mnm.training.loop import Recipe, validation_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +120,29 @@ def test_split_fold_validation_never_touches_test_fold():
     assert len(split.test) == 60 and len(split.fit) + len(split.validation) == 60
     with pytest.raises(ValueError, match="fold 9"):
         split_fold(ids, folds, 9, 0.2, seed=0)
+
+
+def test_fold_inputs_read_only_the_article_columns_they_use(tmp_path, monkeypatch):
+    """A training job reads article_id of articles.parquet, plus the section's columns for
+    TF-IDF, never the bodies (334 MB at 20,000 articles) for a section that does not use them;
+    a section column the table lacks is refused with the file and column named."""
+    import pyarrow.parquet as pq
+
+    paths, data = make_inputs(tmp_path, n=30)
+    titles = pd.read_parquet(paths["articles_path"]).set_index("article_id")["title"]
+    read = []
+    real_read_table = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda path, columns=None, **kwargs: read.append(
+        (Path(path).name, columns)) or real_read_table(path, columns=columns, **kwargs))
+    plain = load_fold_inputs(**paths)
+    texts = load_fold_inputs(**paths, section="title_abstract")
+    assert [columns for name, columns in read if name == "articles.parquet"] == [
+        ["article_id"], ["article_id", "title", "abstract"]]
+    assert plain.ids.tolist() == texts.ids.tolist() == sorted(data["ids"])
+    assert texts.texts.tolist() == [f"{titles[i]}. {titles[i]}" for i in texts.ids]  # hand-joined
+    pd.DataFrame({"article_id": data["ids"], "title": "x"}).to_parquet(paths["articles_path"])
+    with pytest.raises(KeyError, match=r"articles.parquet: column\(s\) \['body'\] missing"):
+        load_fold_inputs(**paths, section="body")
 
 
 # ----------------------------------------------------------------------------- scoring

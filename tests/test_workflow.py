@@ -212,6 +212,23 @@ def test_fold_jobs_and_retrieval_table_are_scheduled_first(tmp_path):
     assert min(priorities[rule] for rule in first) > max(p for rule, p in priorities.items() if rule not in first)
 
 
+_RULE_THREADS = _LOAD_WORKFLOW + """
+    print(json.dumps({rule.name: rule.resources["_cores"].value for rule in workflow.rules
+                      if not rule.resources["_cores"].is_evaluable()}))
+"""
+
+
+def test_embedding_shards_take_their_cores_from_the_config(tmp_path):
+    """text.threads sets an embedding shard job's cores (torch threads, SLURM cpus-per-task):
+    1 by default, so that on 2 cores two shards run side by side (a 2-thread shard used 1.06
+    cores, benchmarks/scale.md)."""
+    project = make_project(tmp_path)
+    (project / "config").symlink_to(ROOT / "config")
+    (project / "three.yaml").write_text("text:\n  threads: 3\n")
+    assert _read_workflow(project, _RULE_THREADS, "config/rehearsal.yaml")["embed_shard"] == 1
+    assert _read_workflow(project, _RULE_THREADS, "three.yaml")["embed_shard"] == 3
+
+
 def test_paper_config_dry_run_schedules_its_own_jobs_on_the_right_partitions(tmp_path, monkeypatch):
     """config/paper.yaml under the SLURM profile: only its own encoder, the expected number of
     jobs per rule; partition and account from the environment, a GPU only for jobs that use one

@@ -114,10 +114,17 @@ def write_parquet_tables(tables, path: str | os.PathLike) -> None:
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read a Parquet file into pandas, with a clear error naming a missing file."""
+    """Read a Parquet file (or only ``columns`` of it) into pandas.
+
+    A missing file, or a requested column the file lacks, raises an error naming the file.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found (has the stage that makes it run?)")
+    if columns is not None:
+        missing = [c for c in columns if c not in pq.read_schema(path).names]
+        if missing:
+            raise KeyError(f"{path}: column(s) {missing} missing")
     return pq.read_table(path, columns=columns).to_pandas()
 
 

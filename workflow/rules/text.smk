@@ -56,7 +56,7 @@ rule embed_shard:
         f"{LOGS}/text/{{encoder}}/{{section}}/shard-{{shard}}.log",
     benchmark:
         f"{BENCHMARKS}/text/{{encoder}}/{{section}}/shard-{{shard}}.tsv"
-    threads: 2
+    threads: config["text"]["threads"]
     resources:
         **job_resources("embed_shard", TEXT_ON_GPU),
         gpu=1 if TEXT_ON_GPU else 0,
