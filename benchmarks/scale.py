@@ -24,6 +24,10 @@ cut short (a shared machine, a time limit) is recorded from what finished with
 ``--collect <workdir>/articles-N --sizes N --started ... --wall-s ...`` (marked partial);
 ``--refresh-costs <workdir>/articles-N --sizes N`` re-reads a kept run's per-rule costs.
 
+Each run's machine column holds a speed probe taken before and after it (:func:`speed_probe`;
+``--probe`` prints it alone): the same VM has run the same jobs 1.5-1.9 times slower on one
+day than on another.
+
 CPU time and peak memory per job come from the ``job usage`` line every job writes last in its
 log (:func:`mnm.io.job_usage`: the kernel's accounting), and only where a log lacks it from
 Snakemake's benchmark file, which samples them (every 30 s after a job's first 15 s).
@@ -172,16 +176,41 @@ def rule_costs(project: Path, jobs: list[dict]) -> dict[str, dict]:
     return rules
 
 
+#: A fixed one-core workload like a small job's: import the training code, then torch matmuls.
+SPEED_PROBE = ("import mnm.train, torch; torch.set_num_threads(1); "
+               "a = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)); "
+               "[a @ a for _ in range(100)]")
+
+
+def speed_probe(repeats: int = 3) -> float:
+    """Seconds :data:`SPEED_PROBE` takes in a fresh Python (best of ``repeats``).
+
+    The same VM ran the same jobs 1.5-1.9 times slower on one day than on another (CPU
+    seconds, benchmarks/scale.md): runs measured on different days compare only beside
+    this figure, taken before and after each run.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "workflow"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SPEED_PROBE], env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def measure(n_articles: int, workdir: Path, cores: int, niceness: int, keep: bool) -> dict:
     """Run the rehearsal at ``n_articles`` and return its measurements."""
     project = make_project(workdir, n_articles)
     log = project / "scale_run.log"
     _, dry = snakemake(project, n_articles, "-n", log=log, niceness=niceness)
     jobs = planned_jobs(dry)
+    probe_before = speed_probe()
     load_before = os.getloadavg()
     started = dt.datetime.now().astimezone()
     wall, _ = snakemake(project, n_articles, "--cores", str(cores), log=log, niceness=niceness)
     load_after = os.getloadavg()
+    probe_after = speed_probe()
     noop, output = snakemake(project, n_articles, "--cores", str(cores), log=log, niceness=niceness)
     if "Nothing to be done" not in output:
         raise RuntimeError(f"the rerun in {project} was not a no-op (see {log})")
@@ -194,7 +223,8 @@ def measure(n_articles: int, workdir: Path, cores: int, niceness: int, keep: boo
         "started": started.isoformat(timespec="seconds"),
         "cores": cores,
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs visible, load average "
-                   f"{load_before[0]:.1f} before / {load_after[0]:.1f} after",
+                   f"{load_before[0]:.1f} before / {load_after[0]:.1f} after; speed probe "
+                   f"{probe_before:.1f} s before / {probe_after:.1f} s after",
         "command": f"snakemake --configfile {CONFIGFILE} --config rehearsal_articles={n_articles} --cores {cores}",
         "wall_s": wall,
         "noop_rerun_s": noop,
@@ -327,6 +357,7 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch projects")
     parser.add_argument("--nice", type=int, default=0, help="niceness of the Snakemake runs")
     parser.add_argument("--render-only", action="store_true", help="rewrite scale.md from scale.json")
+    parser.add_argument("--probe", action="store_true", help="print the machine's speed probe (seconds) and exit")
     parser.add_argument("--collect", type=Path, default=None, metavar="PROJECT",
                         help="record the jobs finished so far in the scratch project of an interrupted "
                              "run (one --sizes value, --started and --wall-s describe it)")
@@ -337,6 +368,9 @@ def main(argv=None) -> None:
                         help="re-read the per-rule costs of a measured size (one --sizes value) from "
                              "its kept scratch project, keeping its wall and no-op times")
     args = parser.parse_args(argv)
+    if args.probe:
+        print(f"speed probe: {speed_probe():.2f} s")
+        return
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     if args.refresh_costs:
         entry = results[str(args.sizes[0])]

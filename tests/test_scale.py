@@ -163,3 +163,13 @@ def test_report_table_exponents_and_a_stable_rule_order(scale):
     for row in rows:
         assert row[-3:] == ["1.00", "0.00", "2.00 |"]
         assert "(1/2 jobs)" in row[9]
+
+
+def test_speed_probe_times_its_workload_in_a_fresh_python(scale, monkeypatch):
+    """The probe is the best of its runs of the workload in a new interpreter: a workload that
+    sleeps 0.3 s takes at least that (plus the interpreter's start); a failing one raises."""
+    monkeypatch.setattr(scale, "SPEED_PROBE", "import time; time.sleep(0.3)")
+    assert 0.3 <= scale.speed_probe(repeats=2) < 10
+    monkeypatch.setattr(scale, "SPEED_PROBE", "raise SystemExit(3)")
+    with pytest.raises(subprocess.CalledProcessError):
+        scale.speed_probe(repeats=1)
