@@ -1,0 +1,74 @@
+"""What a training job pays to read its inputs: CPU time and peak memory of ``load_fold_inputs``.
+
+Every training job starts by reading the text embeddings, the brain coefficients, the folds
+and ``corpus/articles.parquet`` (:func:`mnm.training.data.load_fold_inputs`). At 20,000
+articles the articles table holds the bodies (328 MB on disk), so reading more of it than a
+job uses is most of a short job's cost. Each measurement runs in a fresh Python with the
+``mnm`` of ``--code`` (the ``workflow`` folder of any checkout, so two versions compare on one
+machine, one after the other); CPU time includes the imports the call triggers, peak is the
+process's ``VmHWM``.
+
+Run on the outputs of a rehearsal (a kept ``benchmarks/scale.py`` project, or the targets
+``results_rehearsal/text/tiny_mistral/abstract/embeddings.parquet``,
+``results_rehearsal/brain/difumo512_generated/coefficients.parquet`` and
+``results_rehearsal/folds.parquet`` built with ``--config rehearsal_articles=20000``)::
+
+    python benchmarks/bench_fold_inputs.py --results PROJECT/results_rehearsal \\
+        --code /path/to/old/checkout/workflow workflow
+
+Figures of 2026-12-07 (19,606 articles): ``benchmarks/scale.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Run in a fresh interpreter: argv = code root, results folder, section ("" for none).
+_MEASURE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from mnm.training.data import load_fold_inputs
+
+def peak_mb():
+    return [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0] / 1024
+
+results, section = sys.argv[2], sys.argv[3] or None
+start = time.process_time()
+data = load_fold_inputs(f"{results}/text/tiny_mistral/abstract/embeddings.parquet",
+                        f"{results}/brain/difumo512_generated/coefficients.parquet",
+                        f"{results}/folds.parquet", f"{results}/corpus/articles.parquet", section=section)
+print(json.dumps({"articles": len(data.ids), "cpu_s": time.process_time() - start, "peak_mb": peak_mb()}))
+"""
+
+
+def measure(code: Path, results: Path, section: str | None) -> dict:
+    """CPU seconds and peak MB of one ``load_fold_inputs`` call with the ``mnm`` under ``code``."""
+    output = subprocess.run([sys.executable, "-c", _MEASURE, str(code), str(results), section or ""],
+                            capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, required=True, help="a rehearsal's results_rehearsal folder")
+    parser.add_argument("--code", type=Path, nargs="+", default=[REPO / "workflow"],
+                        help="workflow folders of the checkouts to compare (default: this one)")
+    parser.add_argument("--sections", nargs="+", default=["none", "abstract", "body"],
+                        help="none (every model but TF-IDF) or the TF-IDF section read")
+    args = parser.parse_args(argv)
+    print("| code | job reads | articles | CPU (s) | peak (MB) |\n|---|---|---|---|---|")
+    for section in args.sections:
+        for code in args.code:
+            row = measure(code, args.results, None if section == "none" else section)
+            reads = "ids only" if section == "none" else f"TF-IDF on {section}"
+            print(f"| {code} | {reads} | {row['articles']:,} | {row['cpu_s']:.1f} | {row['peak_mb']:,.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
