@@ -11,7 +11,9 @@ process's ``VmHWM``.
 Run on the outputs of a rehearsal (a kept ``benchmarks/scale.py`` project, or the targets
 ``results_rehearsal/text/tiny_mistral/abstract/embeddings.parquet``,
 ``results_rehearsal/brain/difumo512_generated/coefficients.parquet`` and
-``results_rehearsal/folds.parquet`` built with ``--config rehearsal_articles=20000``)::
+``results_rehearsal/folds.parquet``, and for Text2Brain
+``results_rehearsal/brain/difumo512_generated/kde_4mm/maps.parquet``, built with
+``--config rehearsal_articles=20000``)::
 
     python benchmarks/bench_fold_inputs.py --results PROJECT/results_rehearsal \\
         --code /path/to/old/checkout/workflow workflow
@@ -39,10 +41,12 @@ def peak_mb():
     return [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0] / 1024
 
 results, section = sys.argv[2], sys.argv[3] or None
+brain = f"{results}/brain/difumo512_generated"
+maps = (f"{brain}/kde_4mm/maps.parquet", f"{brain}/kde_4mm/mask.nii.gz") if section == "maps" else None
 start = time.process_time()
-data = load_fold_inputs(f"{results}/text/tiny_mistral/abstract/embeddings.parquet",
-                        f"{results}/brain/difumo512_generated/coefficients.parquet",
-                        f"{results}/folds.parquet", f"{results}/corpus/articles.parquet", section=section)
+data = load_fold_inputs(f"{results}/text/tiny_mistral/abstract/embeddings.parquet", f"{brain}/coefficients.parquet",
+                        f"{results}/folds.parquet", f"{results}/corpus/articles.parquet",
+                        section=None if maps else section, kde_maps=maps)
 print(json.dumps({"articles": len(data.ids), "cpu_s": time.process_time() - start, "peak_mb": peak_mb()}))
 """
 
@@ -59,14 +63,15 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, required=True, help="a rehearsal's results_rehearsal folder")
     parser.add_argument("--code", type=Path, nargs="+", default=[REPO / "workflow"],
                         help="workflow folders of the checkouts to compare (default: this one)")
-    parser.add_argument("--sections", nargs="+", default=["none", "abstract", "body"],
-                        help="none (every model but TF-IDF) or the TF-IDF section read")
+    parser.add_argument("--sections", nargs="+", default=["none", "abstract", "body", "maps"],
+                        help="none (every model but TF-IDF and Text2Brain), the TF-IDF section read, "
+                             "or maps (Text2Brain: the 4 mm KDE maps, rule kde_maps)")
     args = parser.parse_args(argv)
     print("| code | job reads | articles | CPU (s) | peak (MB) |\n|---|---|---|---|---|")
     for section in args.sections:
         for code in args.code:
             row = measure(code, args.results, None if section == "none" else section)
-            reads = "ids only" if section == "none" else f"TF-IDF on {section}"
+            reads = {"none": "ids only", "maps": "Text2Brain's maps"}.get(section, f"TF-IDF on {section}")
             print(f"| {code} | {reads} | {row['articles']:,} | {row['cpu_s']:.1f} | {row['peak_mb']:,.0f} |", flush=True)
 
 
