@@ -80,12 +80,17 @@ def make_project(workdir: Path, n_articles: int) -> Path:
     return project
 
 
+def workflow_env() -> dict:
+    """This environment with the ``mnm`` of this checkout first on ``PYTHONPATH``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "workflow"),
+                                                                        os.environ.get("PYTHONPATH")]))}
+
+
 def snakemake(project: Path, n_articles: int, *args: str, log: Path, niceness: int = 0) -> tuple[float, str]:
     """Run Snakemake on the rehearsal config in ``project``; return (seconds, output)."""
     command = [sys.executable, "-m", "snakemake", "--configfile", CONFIGFILE,
                "--config", f"rehearsal_articles={n_articles}", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "workflow"), os.environ.get("PYTHONPATH")]))}
+    env = {**workflow_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
     start = time.perf_counter()
     result = subprocess.run(command, cwd=project, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
@@ -189,12 +194,10 @@ def speed_probe(repeats: int = 3) -> float:
     seconds, benchmarks/scale.md): runs measured on different days compare only beside
     this figure, taken before and after each run.
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "workflow"),
-                                                                      os.environ.get("PYTHONPATH")]))}
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", SPEED_PROBE], env=env, check=True)
+        subprocess.run([sys.executable, "-c", SPEED_PROBE], env=workflow_env(), check=True)
         times.append(time.perf_counter() - start)
     return min(times)
 

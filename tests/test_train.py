@@ -124,7 +124,7 @@ def test_split_fold_validation_never_touches_test_fold():
 
 def test_fold_inputs_read_only_the_article_columns_they_use(tmp_path, monkeypatch):
     """A training job reads article_id of articles.parquet, plus the section's columns for
-    TF-IDF, never the bodies (334 MB at 20,000 articles) for a section that does not use them;
+    TF-IDF, never the bodies (328 MB at 20,000 articles) for a section that does not use them;
     a section column the table lacks is refused with the file and column named."""
     import pyarrow.parquet as pq
 

@@ -122,7 +122,8 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found (has the stage that makes it run?)")
     if columns is not None:
-        missing = [c for c in columns if c not in pq.read_schema(path).names]
+        present = set(pq.read_schema(path).names)
+        missing = [c for c in columns if c not in present]
         if missing:
             raise KeyError(f"{path}: column(s) {missing} missing")
     return pq.read_table(path, columns=columns).to_pandas()

@@ -205,11 +205,11 @@ class DecoderInputs:
         """Input for ``trained.predict_brain``, or None when the article has none."""
         if getattr(trained, "name", None) == "tfidf":
             from mnm.models.regression import section_texts
-            from mnm.text.sections import required_columns
+            from mnm.text.sections import article_columns
 
             if section not in self._texts:
-                columns = ["article_id", *required_columns(section)]
-                self._texts[section] = section_texts(read_parquet(self.articles_path, columns), section)
+                articles = read_parquet(self.articles_path, article_columns(section))
+                self._texts[section] = section_texts(articles, section)
             texts = self._texts[section]
             return [texts.loc[article]] if article in texts.index else None
         if section not in self.paths:

@@ -38,6 +38,11 @@ def required_columns(section: str) -> list[str]:
     return ["title", "abstract"] if section == "title_abstract" else [section]
 
 
+def article_columns(section: str | None = None) -> list[str]:
+    """Columns of ``articles.parquet`` to read: ``article_id``, plus what ``section`` is built from."""
+    return ["article_id", *(required_columns(section) if section is not None else [])]
+
+
 def section_texts(articles: pd.DataFrame, section: str, source: str = "articles") -> list[str | None]:
     """Text of ``section`` for every row of ``articles`` (None where the section is empty).
 

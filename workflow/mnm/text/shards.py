@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from mnm.io import read_parquet, write_parquet
 from mnm.text.cache import EmbeddingCache, text_hash
 from mnm.text.encoder import EmbedProgress, Encoder, plan_batches
-from mnm.text.sections import required_columns, section_texts
+from mnm.text.sections import article_columns, section_texts
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def read_articles(articles_path, section: str) -> pd.DataFrame:
     """article_id plus the columns ``section`` needs, with ids checked (non-null, unique)."""
     path = Path(articles_path)
     schema_names = pq.read_schema(path).names if path.exists() else []
-    columns = ["article_id"] + required_columns(section)
+    columns = article_columns(section)
     missing = [c for c in columns if c not in schema_names]
     if path.exists() and missing:
         raise ValueError(f"{path}: missing column(s) {missing} needed for text section {section!r}")
