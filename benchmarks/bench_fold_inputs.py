@@ -23,22 +23,16 @@ Figures of 2026-12-07 (19,606 articles): ``benchmarks/scale.md``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from code_versions import PEAK_MB, run_measurement, version_parser
 
 #: Run in a fresh interpreter: argv = code root, results folder, section ("" for none).
-_MEASURE = """
+_MEASURE = PEAK_MB + """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from mnm.training.data import load_fold_inputs
 
-def peak_mb():
-    return [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0] / 1024
 
 results, section = sys.argv[2], sys.argv[3] or None
 brain = f"{results}/brain/difumo512_generated"
@@ -53,16 +47,11 @@ print(json.dumps({"articles": len(data.ids), "cpu_s": time.process_time() - star
 
 def measure(code: Path, results: Path, section: str | None) -> dict:
     """CPU seconds and peak MB of one ``load_fold_inputs`` call with the ``mnm`` under ``code``."""
-    output = subprocess.run([sys.executable, "-c", _MEASURE, str(code), str(results), section or ""],
-                            capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return run_measurement(_MEASURE, code, results, section or "")
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, required=True, help="a rehearsal's results_rehearsal folder")
-    parser.add_argument("--code", type=Path, nargs="+", default=[REPO / "workflow"],
-                        help="workflow folders of the checkouts to compare (default: this one)")
+    parser = version_parser(__doc__)
     parser.add_argument("--sections", nargs="+", default=["none", "abstract", "body", "maps"],
                         help="none (every model but TF-IDF and Text2Brain), the TF-IDF section read, "
                              "or maps (Text2Brain: the 4 mm KDE maps, rule kde_maps)")

@@ -128,6 +128,55 @@ def test_tfidf_ridge_dense_and_sparse_fits_agree_with_an_explicit_ridge(monkeypa
     np.testing.assert_allclose(dense.ridge.coef, coef, atol=1e-8)
 
 
+def test_tfidf_fit_on_counted_texts_equals_scikit_learns_vectorizer_fit_on_the_texts():
+    """Counting the corpus once and fitting a fold on its rows gives the vocabulary (ties at
+    the max_features cut included), idf and features of TfidfVectorizer fitted on that fold's
+    texts; predicting counted rows equals predicting their texts."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mnm.models.regression import TFIDF_PARAMS, fit_tfidf_ridge_counts
+    from mnm.text.term_counts import count_terms
+
+    rng = np.random.default_rng(4)
+    words = [f"w{i}" for i in range(80)] + ["the", "and"]  # stop words are dropped by both
+    texts = [" ".join(rng.choice(words, size=rng.integers(0, 15))) for _ in range(150)]
+    corpus = count_terms([f"a{i}" for i in range(150)], texts)
+    fit = np.arange(0, 150, 2)  # a fold's fit rows: half the corpus, so some terms are absent
+    brain = rng.normal(size=(150, 3))
+    for max_features in (10, 37, 1000):
+        model, fit_predictions = fit_tfidf_ridge_counts(corpus.take(fit), brain[fit], [1.0], max_features)
+        reference = TfidfVectorizer(max_features=max_features, **TFIDF_PARAMS).fit([texts[i] for i in fit])
+        assert model.vocabulary == {term: int(j) for term, j in reference.vocabulary_.items()}
+        np.testing.assert_array_equal(model.idf, reference.idf_)
+        totals = np.sort(np.asarray(corpus.take(fit).counts.sum(axis=0)).ravel())[::-1]
+        if max_features < np.count_nonzero(totals):  # the cut falls between terms of equal count
+            assert totals[max_features - 1] == totals[max_features]
+        others = np.arange(1, 150, 2)
+        np.testing.assert_allclose(model.predict_counts(corpus.take(others)),
+                                   model.predict([texts[i] for i in others]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(fit_predictions, model.predict([texts[i] for i in fit]), atol=1e-10)
+
+
+def test_term_counts_file_round_trip_and_errors(tmp_path):
+    from mnm.text.term_counts import TermCounts, count_terms, read_term_counts, write_term_counts
+
+    counted = count_terms(["b", "a"], ["Amygdala fear fear.", "the visual cortex"])
+    path = tmp_path / "text" / "term_counts" / "abstract.npz"
+    write_term_counts(counted, path)
+    back = read_term_counts(path)
+    assert back.ids.tolist() == ["b", "a"] and back.terms.tolist() == ["amygdala", "cortex", "fear", "visual"]
+    assert back.counts.toarray().tolist() == [[1, 0, 2, 0], [0, 1, 0, 1]]  # "the" is a stop word
+    assert back.columns_of({"visual": 0, "fear": 1}).tolist() == [3, 2]
+    with pytest.raises(KeyError, match="1 vocabulary terms were not counted"):
+        back.columns_of({"visual": 0, "hippocampus": 1})
+    np.savez(path, article_id=np.array(["a"]), term=np.array(["x"]))
+    with pytest.raises(KeyError, match=r"abstract.npz: array\(s\) \['data', 'indices', 'indptr', 'shape'\] missing"):
+        read_term_counts(path)
+    with pytest.raises(FileNotFoundError, match="term_counts rule"):
+        read_term_counts(tmp_path / "missing.npz")
+    assert isinstance(back, TermCounts)
+
+
 def test_tfidf_and_mlp_through_train_fold(tmp_path):
     paths, data = make_inputs(tmp_path, n=120)
     _, outputs = run_fold(tmp_path, paths, "tfidf", 0, {"alphas": [0.1, 1.0], "max_features": 50}, tag="tfidf")
@@ -137,6 +186,14 @@ def test_tfidf_and_mlp_through_train_fold(tmp_path):
     titles = pd.read_parquet(paths["articles_path"]).set_index("article_id").loc[ids, "title"].tolist()
     np.testing.assert_allclose(trained.embed_text(titles), text, atol=1e-5)
     np.testing.assert_allclose(trained.predict_brain(titles), text, atol=1e-5)
+    # the pipeline's way: the texts counted once by the term_counts rule, read by every fold
+    from mnm.text.term_counts import count_section_terms
+
+    count_section_terms(paths["articles_path"], "title", tmp_path / "counts.npz")
+    _, counted = run_fold(tmp_path, paths, "tfidf", 0, {"alphas": [0.1, 1.0], "max_features": 50},
+                          tag="tfidf-counted", term_counts=tmp_path / "counts.npz")
+    for key in ("test_embeddings", "validation_embeddings"):
+        pd.testing.assert_frame_equal(pd.read_parquet(counted[0][key]), pd.read_parquet(outputs[0][key]))
 
     recipe = Recipe(batch_size=16, max_epochs=15, lr=3e-3, weight_decay=0.0, patience=None)
     _, outputs = run_fold(tmp_path, paths, "mlp", 0, {"hidden_dim": 32, "dropout": 0.0}, recipe, tag="mlp")

@@ -260,3 +260,25 @@ def test_transform_labels_equals_transform_img_per_label(projector):
     for label in range(4):
         mask = nib.Nifti1Image((labels == label).astype(np.float32), projector.maps_img.affine)
         assert _relative_error(fast[label], projector.transform_img(mask)) <= 1e-5
+
+
+@pytest.mark.parametrize("design", ["sparse", "dense"])
+def test_inverse_transform_and_labels_equal_dense_references_on_either_design(design, harvard_oxford, mask_img):
+    """Overlapping probabilistic maps, through the sparse float64 copy of the design or the
+    dense float32 matrix: the same maps and label coefficients as a dense numpy computation."""
+    import copy
+
+    from scipy import sparse
+
+    fitted = copy.copy(BrainProjector(harvard_oxford, fwhm_mm=FWHM, mask_img=mask_img).fit(lookup_table=False))
+    fitted.design_sparse_ = sparse.csc_matrix(fitted.design_, dtype=np.float64) if design == "sparse" else None
+    maps = np.asarray(harvard_oxford.dataobj, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    coefficients = rng.normal(size=(2, maps.shape[3]))
+    volume = np.asarray(fitted.inverse_transform(coefficients).dataobj)
+    assert _relative_error(volume, np.einsum("xyzk,nk->xyzn", maps, coefficients)) <= 1e-6
+    labels = rng.integers(-1, 3, size=fitted.mask_.shape)
+    inside = fitted.mask_ & fitted.atlas_voxels_
+    sums = np.stack([maps[inside & (labels == label)].sum(axis=0) for label in range(3)])  # D^T of each mask
+    expected = np.linalg.solve(maps[fitted.atlas_voxels_].T @ maps[fitted.atlas_voxels_], sums.T).T
+    assert _relative_error(fitted.transform_labels(labels, 3), expected) <= 1e-5

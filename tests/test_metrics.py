@@ -159,3 +159,26 @@ def test_dice_with_ties_selects_exactly_the_top_count():
         top_truth = set(np.argsort(-truth)[:count])
         expected = 2 * len(top_pred & top_truth) / (2 * count)
         assert metrics.dice_top_fraction(pred, truth, fraction) == pytest.approx(expected)
+
+
+def test_top_fraction_tiers_are_the_prefixes_of_a_stable_sort():
+    """Each tier set == the first round(f * n) voxels of a stable sort by decreasing value."""
+    rng = np.random.default_rng(5)
+    fractions = [0.05, 0.1, 0.101, 0.3, 0.5, 1.0]  # 0.1 and 0.101 cut at the same count
+    for values in (rng.integers(0, 4, 997).astype(float),  # few values: ties at every cut
+                   rng.normal(size=997),
+                   np.zeros(997)):
+        tiers = metrics.top_fraction_tiers(values, fractions)
+        order = np.argsort(-values, kind="stable")
+        for tier, fraction in enumerate(fractions):
+            count = max(1, int(round(fraction * 997)))
+            expected = np.zeros(997, dtype=bool)
+            expected[order[:count]] = True
+            np.testing.assert_array_equal(tiers <= tier, expected)
+
+
+def test_top_fraction_tiers_reject_bad_fractions_and_nan():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        metrics.top_fraction_tiers(np.arange(10.0), [0.3, 0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.top_fraction_tiers(np.array([1.0, np.nan]), [0.5])

@@ -18,6 +18,7 @@ from mnm.scoring import read_embeddings, score_matrix
 from mnm.train import OUTPUT_FILES, recipe_of, train_fold
 from mnm.trained import Standardizer, load_trained
 from mnm.training.data import load_fold_inputs, split_fold
+from mnm.text.term_counts import count_terms
 from mnm.training.loop import Recipe, validation_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,12 +60,12 @@ def make_inputs(root: Path, n: int = 120, text_dim: int = 12, brain_dim: int = 1
 
 
 def run_fold(root: Path, paths: dict, model: str, fold, params: dict, recipe: Recipe = TINY_RECIPE,
-             repeats=(0,), seed: int = 0, tag: str = "run"):
+             repeats=(0,), seed: int = 0, tag: str = "run", **options):
     """Train through :func:`mnm.train.train_fold`; return its summaries and output paths."""
     outputs = {r: {key: root / tag / f"repeat-{r}" / name for key, name in OUTPUT_FILES.items()}
                for r in repeats}
     summary = train_fold(model, section="title", fold=fold, params=params, recipe=recipe, outputs=outputs,
-                         seed=seed, device="cpu", threads=1, **paths)
+                         seed=seed, device="cpu", threads=1, **paths, **options)
     return summary, outputs
 
 
@@ -139,7 +140,9 @@ def test_fold_inputs_read_only_the_article_columns_they_use(tmp_path, monkeypatc
     assert [columns for name, columns in read if name == "articles.parquet"] == [
         ["article_id"], ["article_id", "title", "abstract"]]
     assert plain.ids.tolist() == texts.ids.tolist() == sorted(data["ids"])
-    assert texts.texts.tolist() == [f"{titles[i]}. {titles[i]}" for i in texts.ids]  # hand-joined
+    hand_joined = count_terms(texts.ids, [f"{titles[i]}. {titles[i]}" for i in texts.ids])
+    assert texts.term_counts.terms.tolist() == hand_joined.terms.tolist()
+    assert (texts.term_counts.counts != hand_joined.counts).nnz == 0
     pd.DataFrame({"article_id": data["ids"], "title": "x"}).to_parquet(paths["articles_path"])
     with pytest.raises(KeyError, match=r"articles.parquet: column\(s\) \['body'\] missing"):
         load_fold_inputs(**paths, section="body")

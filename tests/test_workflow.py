@@ -68,6 +68,7 @@ def test_config_yaml_keys_are_in_schema_and_defaults_match():
         (("brain", "fwhm_mm"), float("nan"), "brain.fwhm_mm: NaN"),
         (("brain", "delta"), float("inf"), "brain.delta: NaN or infinite"),
         (("folds", "n_folds"), 1000, "folds.n_folds: 1000 folds for a corpus of at most 320"),
+        (("evaluation", "dice_top_fractions"), [0.3, 0.1], "evaluation.dice_top_fractions"),
     ],
 )
 def test_bad_config_names_the_key(path, value, key):
@@ -193,7 +194,7 @@ def _submitted_rules(project, configfile: str) -> set[str]:
 #: Rules whose jobs go to the cluster; everything else (folds, gathers, metrics, tables,
 #: figures, the tiny model of the rehearsal) is bookkeeping that runs where Snakemake runs.
 HEAVY_RULES = {"atlas", "coefficients", "brain_qc", "embed_shard", "train_model", "train_model_all",
-               "train_tradeoff", "map_dice", "poincare", "map_examples", "kde_maps"}
+               "train_tradeoff", "map_dice", "poincare", "map_examples", "kde_maps", "term_counts"}
 
 
 _RULE_PRIORITIES = _LOAD_WORKFLOW + """
@@ -319,6 +320,7 @@ def test_rehearsal_dry_run_schedules_the_papers_jobs_whatever_the_articles(tmp_p
         "map_dice": n_models, "retrieval_table": 1, "recall_figure": 1, "hierarchy": 1, "tradeoff": 1,
         "poincare": 1, "map_prediction": 1, "map_examples": 1, "report_index": 1, "all": 1,
         **({"kde_maps": 1} if "text2brain" in models["names"] else {}),  # voxel-map targets
+        **({"term_counts": n_sections} if "tfidf" in models["names"] else {}),  # TF-IDF's counted texts
     }
     result = snakemake(project, "-n", "--configfile", "config/rehearsal.yaml", "--config",
                        "rehearsal_articles=20000", "--profile", "profiles/slurm")

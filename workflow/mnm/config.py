@@ -182,6 +182,10 @@ def _check_cross_keys(config: dict) -> None:
     if tradeoff["lambda_hier"] and tradeoff["section"] not in text["sections"]:
         raise ConfigError(f"config key models.tradeoff.section: {tradeoff['section']!r} is not "
                           f"embedded; add it to text.sections {text['sections']}")
+    fractions = config["evaluation"]["dice_top_fractions"]
+    if any(b <= a for a, b in zip(fractions, fractions[1:])):
+        raise ConfigError(f"config key evaluation.dice_top_fractions: {fractions} must be strictly "
+                          "increasing")
     bound = corpus_size_bound(config)
     n_folds = config["folds"]["n_folds"]
     if bound is not None and n_folds * MIN_ARTICLES_PER_FOLD > bound[0]:

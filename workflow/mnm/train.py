@@ -63,7 +63,8 @@ def _embedding_blocks(model, data, rows):
     """``(ids, text, brain, n_active)`` of ``rows`` in blocks of :data:`EMBEDDING_BLOCK_ROWS`."""
     for start in range(0, max(len(rows), 1), EMBEDDING_BLOCK_ROWS):
         block = rows[start:start + EMBEDDING_BLOCK_ROWS]
-        text = model.embed_text(data.texts.to_numpy()[block] if model.name == "tfidf" else data.text[block])
+        text = (model.embed_term_counts(data.term_counts.take(block)) if model.name == "tfidf"
+                else model.embed_text(data.text[block]))
         yield data.ids[block], text, model.embed_brain(data.brain[block]), data.n_active[block]
 
 
@@ -97,6 +98,7 @@ def train_fold(
     decoder_repeats=(0,),
     progress: bool = False,
     kde_maps=None,
+    term_counts=None,
 ) -> list[dict]:
     """Train ``model_name`` on fold ``fold`` of every repeat in ``outputs``.
 
@@ -134,6 +136,9 @@ def train_fold(
     kde_maps : (path, path), optional
         ``kde_4mm/maps.parquet`` and ``mask.nii.gz``: the brain input of voxel-map models
         (:data:`mnm.trained.VOXEL_MODELS`, required for them, ignored for the others).
+    term_counts : path, optional
+        ``text/term_counts/{section}.npz``: TF-IDF reads the section's counted texts from it
+        instead of counting ``articles_path``'s texts itself (ignored by the other models).
 
     Returns
     -------
@@ -149,7 +154,8 @@ def train_fold(
         raise ValueError(f"model {model_name} needs the kde_4mm maps and mask (kde_maps=...)")
     data = load_fold_inputs(text_path, brain_path, folds_path, articles_path,
                             section if model_name == "tfidf" else None,
-                            kde_maps=tuple(kde_maps) if model_name in VOXEL_MODELS else None)
+                            kde_maps=tuple(kde_maps) if model_name in VOXEL_MODELS else None,
+                            term_counts=term_counts if model_name == "tfidf" else None)
     summaries = []
     for repeat, paths in sorted(outputs.items()):
         repeat = int(repeat)
@@ -210,6 +216,7 @@ def train_fold_from_snakemake(smk) -> list[dict]:
         encoder_config=smk.params.encoder_config, seed=smk.params.seed,
         validation_fraction=smk.params.validation_fraction, device=smk.params.device,
         threads=smk.threads, kde_maps=list(smk.input.get("kde_maps", [])) or None,
+        term_counts=smk.input.get("term_counts") or None,
     )  # fmt: skip
 
 

@@ -371,6 +371,10 @@ class TfidfModel(TrainedModel):
         texts = [X_or_texts] if isinstance(X_or_texts, str) else list(X_or_texts)
         return self.tfidf.predict(texts).astype(np.float32)
 
+    def embed_term_counts(self, term_counts) -> np.ndarray:
+        """:meth:`embed_text` of texts already counted (:class:`mnm.text.term_counts.TermCounts`)."""
+        return self.tfidf.predict_counts(term_counts).astype(np.float32)
+
     def _arrays(self):
         tensors = _linear_tensors("ridge", self.tfidf.ridge) | {"tfidf.idf": self.tfidf.idf}
         return tensors, {"ridge_alpha": self.tfidf.ridge.alpha, "vocabulary": self.tfidf.vocabulary}

@@ -119,6 +119,11 @@ def model_partition(wildcards):
     return slurm(bool(model_gpu(wildcards)))["slurm_partition"]
 
 
+def term_counts_input(wildcards):
+    """The TF-IDF model reads its section's counted texts (rule term_counts)."""
+    return f"{RESULTS}/text/term_counts/{wildcards.section}.npz" if wildcards.model == "tfidf" else []
+
+
 def kde_maps_input(wildcards):
     """Voxel-map models (text2brain) also read the 4 mm KDE maps and their mask (rule kde_maps)."""
     if wildcards.model not in VOXEL_MODELS:

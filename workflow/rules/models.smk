@@ -24,6 +24,7 @@ rule train_model:
     input:
         **TRAIN_INPUT,
         kde_maps=kde_maps_input,
+        term_counts=term_counts_input,
     output:
         [f"{RUN_DIR}/repeat-{r}/fold-{{fold}}/{name}" for r in REPEATS for name in OUTPUT_FILES.values()],
     wildcard_constraints:

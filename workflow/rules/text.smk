@@ -87,3 +87,24 @@ rule gather_embeddings:
         "../../envs/text.yaml"
     script:
         "../scripts/text_gather.py"
+
+
+# The TF-IDF baseline's tokens, counted once per section for all its fold jobs
+# (mnm.text.term_counts): each job used to tokenise the whole corpus again.
+rule term_counts:
+    input:
+        articles=f"{RESULTS}/corpus/articles.parquet",
+    output:
+        f"{RESULTS}/text/term_counts/{{section}}.npz",
+    log:
+        f"{LOGS}/text/term_counts/{{section}}.log",
+    benchmark:
+        f"{BENCHMARKS}/text/term_counts/{{section}}.tsv"
+    threads: 1
+    resources:
+        **job_resources("term_counts"),
+        **slurm(),
+    conda:
+        "../../envs/models.yaml"  # scikit-learn's tokeniser, as the model's
+    script:
+        "../scripts/text_term_counts.py"

@@ -32,6 +32,8 @@ __all__ = [
     "TfidfRidge",
     "fit_ridge",
     "fit_tfidf_ridge",
+    "fit_tfidf_ridge_counts",
+    "select_vocabulary",
     "section_texts",
     "TFIDF_PARAMS",
 ]
@@ -160,18 +162,55 @@ class TfidfRidge:
         """Predicted coefficients of raw texts, float64."""
         return self.ridge.predict(self.vectorizer().transform(list(texts)).toarray())
 
+    def predict_counts(self, term_counts) -> np.ndarray:
+        """Predicted coefficients from :class:`mnm.text.term_counts.TermCounts` (texts already
+        counted: the same as :meth:`predict` of the texts, tested), float64."""
+        counts = term_counts.counts[:, term_counts.columns_of(self.vocabulary)]
+        return self.ridge.predict(_tfidf_transformer(self.idf).transform(counts).toarray())
+
 
 #: Largest dense TF-IDF matrix (bytes, float64) handed to RidgeCV; larger ones stay sparse.
 DENSE_TFIDF_BYTES = 1 << 30
 
 
-def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> tuple[TfidfRidge, np.ndarray]:
-    """Fit TF-IDF (:data:`TFIDF_PARAMS`) followed by RidgeCV.
+def _tfidf_transformer(idf=None):
+    """scikit-learn's TF-IDF weighting of :data:`TFIDF_PARAMS` (given ``idf``: already fitted)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    transformer = TfidfTransformer(sublinear_tf=TFIDF_PARAMS["sublinear_tf"])
+    if idf is not None:
+        transformer.idf_ = np.asarray(idf, dtype=np.float64)
+    return transformer
+
+
+def select_vocabulary(counts_fit, max_features: int) -> np.ndarray:
+    """Columns a vectoriser fitted on the fit articles' texts would keep, in its order.
+
+    The terms present in the fit articles, in increasing order; when they are more than
+    ``max_features``, the ``max_features`` with the largest total counts, picked as
+    scikit-learn's ``CountVectorizer`` picks them (``argsort`` of the negated totals over the
+    same array, so ties at the cut fall the same way; tested against it). Written here
+    because scikit-learn offers no public way to fit on counted rows.
+    """
+    present = np.flatnonzero(np.diff(counts_fit.tocsc().indptr) > 0)
+    if len(present) > max_features:
+        totals = np.asarray(counts_fit[:, present].sum(axis=0)).ravel()
+        keep = np.zeros(len(present), dtype=bool)
+        keep[(-totals).argsort()[:max_features]] = True
+        present = present[keep]
+    if len(present) == 0:
+        raise ValueError("the fit articles' texts hold no term (empty or only stop words)")
+    return present
+
+
+def fit_tfidf_ridge_counts(term_counts, Y: np.ndarray, alphas,
+                           max_features: int = 20000) -> tuple[TfidfRidge, np.ndarray]:
+    """Fit TF-IDF (:data:`TFIDF_PARAMS`) followed by RidgeCV on counted texts.
 
     Parameters
     ----------
-    texts : sequence of str
-        Section text of each training article.
+    term_counts : mnm.text.term_counts.TermCounts
+        Term counts of the training articles.
     Y : array, shape (n, d_brain)
         Brain coefficients.
     alphas : sequence of float
@@ -183,21 +222,28 @@ def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> 
     -------
     model : TfidfRidge
     fit_predictions : numpy.ndarray of shape (n, d_brain)
-        The predictions for ``texts`` (without tokenising them again).
+        The predictions for the training articles.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(max_features=int(max_features), **TFIDF_PARAMS)
-    features = vectorizer.fit_transform(list(texts))
+    columns = select_vocabulary(term_counts.counts, int(max_features))
+    transformer = _tfidf_transformer()
+    features = transformer.fit_transform(term_counts.counts[:, columns])
     # RidgeCV fits a sparse matrix as it fits the dense one, but its sparse path was 5 times
     # slower at 17,600 articles x 2,000 features (64 s against 13 s, coefficients equal to
     # 1e-15; benchmarks/scale.md); a dense copy is taken while it stays under
     # DENSE_TFIDF_BYTES (at the default 20,000 features and 18,000 articles it would be 2.9 GB).
     if features.shape[0] * features.shape[1] * 8 <= DENSE_TFIDF_BYTES:
         features = features.toarray()
-    vocabulary = {str(term): int(index) for term, index in vectorizer.vocabulary_.items()}
-    tfidf = TfidfRidge(vocabulary, np.asarray(vectorizer.idf_, dtype=np.float64), fit_ridge(features, Y, alphas))
+    vocabulary = {str(term): index for index, term in enumerate(term_counts.terms[columns])}
+    tfidf = TfidfRidge(vocabulary, np.asarray(transformer.idf_, dtype=np.float64), fit_ridge(features, Y, alphas))
     return tfidf, tfidf.ridge.predict(features)
+
+
+def fit_tfidf_ridge(texts, Y: np.ndarray, alphas, max_features: int = 20000) -> tuple[TfidfRidge, np.ndarray]:
+    """:func:`fit_tfidf_ridge_counts` of raw texts (counted here)."""
+    from mnm.text.term_counts import count_terms
+
+    texts = list(texts)
+    return fit_tfidf_ridge_counts(count_terms(np.arange(len(texts)), texts), Y, alphas, max_features)
 
 
 def section_texts(articles: pd.DataFrame, section: str) -> pd.Series:

@@ -88,7 +88,7 @@ class MapEvaluator:
         table = read_parquet(peaks)
         table["article_id"] = table["article_id"].astype(str)
         self.peaks = {k: g[["x", "y", "z"]].to_numpy() for k, g in table.groupby("article_id")}
-        self._truth: dict[str, np.ndarray] = {}
+        self._truth: dict[tuple, np.ndarray] = {}
         self._random: dict[tuple, np.ndarray] = {}
 
     def truth_img(self, article: str) -> nib.Nifti1Image:
@@ -97,11 +97,12 @@ class MapEvaluator:
             raise ValueError(f"article {article} has no peaks in the corpus")
         return self.projector.kde_img(self.peaks[article])
 
-    def truth_ranks(self, article: str) -> np.ndarray:
-        """Voxel ranks of the article's own KDE map (cached)."""
-        if article not in self._truth:
-            self._truth[article] = metrics.voxel_ranks(_voxels(self.truth_img(article), self.mask)).astype(np.int32)
-        return self._truth[article]
+    def truth_tiers(self, article: str, fractions) -> np.ndarray:
+        """:func:`mnm.metrics.top_fraction_tiers` of the article's own KDE map (cached)."""
+        key = (article, tuple(fractions))
+        if key not in self._truth:
+            self._truth[key] = metrics.top_fraction_tiers(_voxels(self.truth_img(article), self.mask), fractions)
+        return self._truth[key]
 
     def predictions(self, trained, text_embedding, parcel_embeddings: dict, decoder_input,
                     temperature: float = 1.0) -> dict:
@@ -119,25 +120,26 @@ class MapEvaluator:
                 maps[("voxel", "4mm")] = voxel
         return maps
 
-    def random_map_ranks(self, article: str, n_active: int) -> np.ndarray:
-        """Voxel ranks of a random map with ``n_active`` non-zero voxels at random places.
+    def random_map_tiers(self, article: str, n_active: int, fractions) -> np.ndarray:
+        """:func:`mnm.metrics.top_fraction_tiers` of a random map with ``n_active`` non-zero
+        voxels at random places.
 
         Seeded by the article and ``n_active`` and cached, so every model's control for an
-        article is the same random map (and costs one sort).
+        article is the same random map.
         """
-        key = (article, int(n_active))
+        key = (article, int(n_active), tuple(fractions))
         if key not in self._random:
             rng = np.random.default_rng(zlib.crc32(f"{article}:{int(n_active)}".encode()))
             values = np.zeros(int(self.mask.sum()), dtype=np.float32)
             count = min(int(n_active), values.size)
             values[rng.choice(values.size, size=count, replace=False)] = rng.random(count, dtype=np.float32) + 1.0
-            self._random[key] = metrics.voxel_ranks(values).astype(np.int32)
+            self._random[key] = metrics.top_fraction_tiers(values, fractions)
         return self._random[key]
 
 
-def _dice_rows(keys: dict, kind: str, article: str, fractions, pred_ranks, truth_ranks) -> list[tuple]:
+def _dice_rows(keys: dict, kind: str, article: str, fractions, pred_tiers, truth_tiers) -> list[tuple]:
     """One :data:`DICE_COLUMNS` row per fraction."""
-    curve = metrics.dice_curve_from_ranks(pred_ranks, truth_ranks, fractions)
+    curve = metrics.dice_curve_from_tiers(pred_tiers, truth_tiers, fractions)
     return [(keys["model"], keys["section"], keys["atlas"], keys["route"], keys["level"], kind, keys["fold"],
              article, f, d) for f, d in zip(fractions, curve)]
 
@@ -160,15 +162,15 @@ def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, d
     has_parcels = getattr(trained, "brain_input", "coefficients") == "coefficients"  # voxel-map models: none
     parcel_emb = ({lvl: parcel_embeddings(trained, evaluator.parcel_vectors[lvl]) for lvl in evaluator.levels}
                   if has_parcels else {})
-    ranks, counts, examples = {}, {}, {}
+    tiers, counts, examples = {}, {}, {}
     for index in picked:
         article = str(ids[index])
-        evaluator.truth_ranks(article)
+        evaluator.truth_tiers(article, fractions)
         decoder_input = decoder_inputs.get(trained, keys["section"], article)
         maps = evaluator.predictions(trained, text_emb[index], parcel_emb, decoder_input, temperature)
         for route_level, img in maps.items():
             voxels = _voxels(img, evaluator.mask)
-            ranks[(route_level, article)] = metrics.voxel_ranks(voxels).astype(np.int32)
+            tiers[(route_level, article)] = metrics.top_fraction_tiers(voxels, fractions)
             counts[(route_level, article)] = int(np.count_nonzero(voxels))
         examples[article] = maps
     articles = [str(ids[i]) for i in picked]
@@ -176,15 +178,15 @@ def evaluate_fold(evaluator: MapEvaluator, trained, keys: dict, ids, text_emb, d
     # evaluated articles: a derangement when there are at least two).
     partner = dict(zip(articles, articles[1:] + articles[:1]))
     rows = []
-    for (route_level, article), pred in ranks.items():
+    for (route_level, article), pred in tiers.items():
         where = {**keys, "route": route_level[0], "level": route_level[1]}
-        truth = evaluator.truth_ranks(article)
+        truth = evaluator.truth_tiers(article, fractions)
         rows += _dice_rows(where, "model", article, fractions, pred, truth)
-        if len(articles) > 1 and (route_level, partner[article]) in ranks:
+        if len(articles) > 1 and (route_level, partner[article]) in tiers:
             rows += _dice_rows(where, "shuffled articles", article, fractions,
-                               ranks[(route_level, partner[article])], truth)
+                               tiers[(route_level, partner[article])], truth)
         rows += _dice_rows(where, "random map", article, fractions,
-                           evaluator.random_map_ranks(article, counts[(route_level, article)]), truth)
+                           evaluator.random_map_tiers(article, counts[(route_level, article)], fractions), truth)
     return rows, examples
 
 

@@ -40,8 +40,8 @@ class FoldInputs:
         coefficients).
     folds : dict
         Repeat -> fold of each article (aligned with ``ids``).
-    texts : pandas.Series or None
-        Section text per article (TF-IDF only).
+    term_counts : mnm.text.term_counts.TermCounts or None
+        Term counts of the section text per article (TF-IDF only).
     missing : dict
         Per input, how many ids of the union it lacks.
     brain_mask : nibabel image or None
@@ -54,7 +54,7 @@ class FoldInputs:
     brain: np.ndarray
     n_active: np.ndarray
     folds: dict
-    texts: pd.Series | None = None
+    term_counts: object = None
     missing: dict = field(default_factory=dict)
     brain_mask: object = None
 
@@ -109,7 +109,7 @@ def _brain_input(coefficients_path, kde_maps=None):
 
 
 def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, section=None,
-                     kde_maps=None) -> FoldInputs:
+                     kde_maps=None, term_counts=None) -> FoldInputs:
     """Read and align the inputs on the intersection of their article ids.
 
     Parameters
@@ -121,17 +121,22 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
     folds_path : path
         ``folds.parquet`` (article_id, repeat, fold).
     articles_path : path, optional
-        ``corpus/articles.parquet``; when given with ``section``, the section texts are
-        returned too (TF-IDF) and the ids are also intersected with the corpus.
+        ``corpus/articles.parquet``; when given, the ids are also intersected with the
+        corpus, and with ``section`` (and no ``term_counts``) the section texts are read and
+        counted (TF-IDF).
     section : str, optional
-        Text section, for ``texts``.
+        Text section, for ``term_counts``.
     kde_maps : (path, path), optional
         ``kde_4mm/maps.parquet`` and ``kde_4mm/mask.nii.gz`` (:mod:`mnm.kde_maps`): when given,
         ``brain`` holds these voxel maps instead of the coefficients (Text2Brain) and the ids
         are also intersected with theirs; ``n_active`` still comes from ``brain_path``.
+    term_counts : path, optional
+        ``text/term_counts/{section}.npz`` (:mod:`mnm.text.term_counts`): the counted
+        section texts (TF-IDF), read instead of the texts; the ids are also intersected with its.
     """
     from mnm.models.regression import section_texts
     from mnm.text.sections import article_columns
+    from mnm.text.term_counts import count_terms, read_term_counts
 
     text_ids, text = read_matrix(text_path, "embedding")
     brain_ids, brain, n_active, brain_path, brain_mask = _brain_input(brain_path, kde_maps)
@@ -140,13 +145,19 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
               "folds": fold_columns.index.to_numpy()}
     for name, path in (("text", text_path), ("brain", brain_path)):
         _check_unique(tables[name], path)
-    texts = None
+    counted = None
     if articles_path is not None:
         # Only the columns used: at 20,000 articles the bodies make the table 328 MB.
-        articles = read_parquet(articles_path, article_columns(section))
+        count_here = section is not None and term_counts is None
+        articles = read_parquet(articles_path, article_columns(section if count_here else None))
         tables["articles"] = articles["article_id"].astype(str).to_numpy()
-        if section is not None:
+        if count_here:
             texts = section_texts(articles, section)
+            counted = count_terms(texts.index.to_numpy(), texts.to_numpy())
+    if term_counts is not None:
+        counted = read_term_counts(term_counts)
+        tables["term counts"] = counted.ids
+        _check_unique(counted.ids, term_counts)
     union = set().union(*map(set, tables.values()))
     common = sorted(set.intersection(*map(set, tables.values())))
     if not common:
@@ -175,7 +186,7 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         brain=take(brain, brain_rows),
         n_active=n_active[brain_rows].astype(np.float32),
         folds={int(r): aligned_folds[r].to_numpy().astype(np.int64) for r in aligned_folds.columns},
-        texts=None if texts is None else texts.loc[common],
+        term_counts=None if counted is None else counted.take(rows(counted.ids)),
         missing=missing,
         brain_mask=brain_mask,
     )

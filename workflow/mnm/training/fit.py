@@ -103,19 +103,17 @@ def fit_ridge_model(name, data: FoldInputs, split: Split, params: dict, recipe, 
 def fit_tfidf_model(name, data: FoldInputs, split: Split, params: dict, recipe, seed, device,
                     with_decoder, progress):
     """TF-IDF of the section text + RidgeCV (closed form; no epochs)."""
-    from mnm.models.regression import fit_tfidf_ridge
+    from mnm.models.regression import fit_tfidf_ridge_counts
 
-    if data.texts is None:
-        raise ValueError("the tfidf model needs the section texts (pass articles_path and section)")
-    texts = data.texts.to_numpy()
-    tfidf, predicted_fit = fit_tfidf_ridge(texts[split.fit], data.brain[split.fit],
-                                           params.get("alphas", DECODER_ALPHAS),
-                                           params.get("max_features", 20000))
+    if data.term_counts is None:
+        raise ValueError("the tfidf model needs the section's term counts (pass term_counts, or articles_path "
+                         "and section)")
+    tfidf, predicted_fit = fit_tfidf_ridge_counts(data.term_counts.take(split.fit), data.brain[split.fit],
+                                                  params.get("alphas", DECODER_ALPHAS),
+                                                  params.get("max_features", 20000))
     model = TfidfModel(name, tfidf, _dims(data))
-    # Only the validation texts are tokenised again (bodies of 4,000 words: tokenising is
-    # most of the cost of this model at scale).
-    history = _single_row_history(tfidf.predict(texts[split.validation]), data.brain[split.validation],
-                                  tfidf.ridge.alpha,
+    history = _single_row_history(tfidf.predict_counts(data.term_counts.take(split.validation)),
+                                  data.brain[split.validation], tfidf.ridge.alpha,
                                   float(np.mean((predicted_fit - data.brain[split.fit]) ** 2)))
     return model, history, 1
 
