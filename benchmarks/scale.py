@@ -14,8 +14,9 @@ between the ``<!-- measured -->`` markers are rewritten from all of them, with t
 exponent of each rule (slope of a least-squares line of log cost against log N). The text
 outside the markers (notes, GPU plan) is left alone.
 
-Run (a quiet machine; on 2 cores 1,000 articles take about 14 minutes, 5,000 about 25, 20,000 about
-60 minutes, see scale.md)::
+Run (a quiet machine; on 2 cores 1,000 articles took about 14 minutes, 5,000 about 25, 20,000 about
+60 minutes on 2026-12-05, and 20,000 took 99 minutes on the 1.5 times slower VM of 2026-12-07,
+see scale.md)::
 
     python benchmarks/scale.py --sizes 1000 5000 20000 --cores 2
 
