@@ -136,7 +136,6 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
     """
     from mnm.models.regression import section_texts
     from mnm.text.sections import article_columns
-    from mnm.text.term_counts import count_terms, read_term_counts
 
     text_ids, text = read_matrix(text_path, "embedding")
     brain_ids, brain, n_active, brain_path, brain_mask = _brain_input(brain_path, kde_maps)
@@ -152,9 +151,13 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         articles = read_parquet(articles_path, article_columns(section if count_here else None))
         tables["articles"] = articles["article_id"].astype(str).to_numpy()
         if count_here:
+            from mnm.text.term_counts import count_terms  # TF-IDF only: no scipy.sparse for the others
+
             texts = section_texts(articles, section)
             counted = count_terms(texts.index.to_numpy(), texts.to_numpy())
     if term_counts is not None:
+        from mnm.text.term_counts import read_term_counts
+
         counted = read_term_counts(term_counts)
         tables["term counts"] = counted.ids
         _check_unique(counted.ids, term_counts)
