@@ -489,12 +489,6 @@ class BrainProjector:
         if table and not hasattr(self, "table_"):
             raise RuntimeError("this method needs the peak lookup table: call fit(lookup_table=True)")
 
-    def _design_float64(self):
-        """The design matrix for float64 products: its sparse copy, or a dense upcast."""
-        if self.design_sparse_ is not None:
-            return self.design_sparse_
-        return self.design_.astype(np.float64)
-
     # -- peaks -----------------------------------------------------------------
 
     def peak_rows(self, xyz_mm) -> np.ndarray:
@@ -611,8 +605,10 @@ class BrainProjector:
             (np.ones(len(rows), dtype=np.float64), (labels[rows], rows)),
             shape=(int(n_labels), len(labels)),
         )
-        projected = indicator @ self._design_float64()
-        projected = projected.toarray() if sparse.issparse(projected) else np.asarray(projected)
+        if self.design_sparse_ is not None:
+            projected = (indicator @ self.design_sparse_).toarray()
+        else:
+            projected = np.asarray(indicator @ self.design_.astype(np.float64))
         return (projected @ self.gram_inv_).astype(np.float32)  # (D^T D)^-1 is symmetric
 
     def inverse_transform(self, coefficients) -> nib.Nifti1Image:

@@ -244,10 +244,9 @@ def top_fraction_tiers(values, fractions) -> np.ndarray:
     tiers = np.full(values.size, len(fractions), dtype=np.int8)
     for tier in range(len(fractions) - 1, -1, -1):  # largest set first; smaller ones overwrite
         above = negated < cut_values[tier]
+        tiers[above] = tier
         tied = np.flatnonzero(negated == cut_values[tier])
-        chosen = np.flatnonzero(above)
-        tiers[chosen] = tier
-        tiers[tied[: counts[tier] - len(chosen)]] = tier
+        tiers[tied[: counts[tier] - np.count_nonzero(above)]] = tier
     return tiers
 
 

@@ -192,11 +192,11 @@ def select_vocabulary(counts_fit, max_features: int) -> np.ndarray:
     same array, so ties at the cut fall the same way; tested against it). Written here
     because scikit-learn offers no public way to fit on counted rows.
     """
-    present = np.flatnonzero(np.diff(counts_fit.tocsc().indptr) > 0)
+    totals = np.asarray(counts_fit.sum(axis=0)).ravel()
+    present = np.flatnonzero(totals > 0)  # counts are positive: a term is present iff counted
     if len(present) > max_features:
-        totals = np.asarray(counts_fit[:, present].sum(axis=0)).ravel()
         keep = np.zeros(len(present), dtype=bool)
-        keep[(-totals).argsort()[:max_features]] = True
+        keep[(-totals[present]).argsort()[:max_features]] = True
         present = present[keep]
     if len(present) == 0:
         raise ValueError("the fit articles' texts hold no term (empty or only stop words)")

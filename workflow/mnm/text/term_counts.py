@@ -23,7 +23,8 @@ from scipy import sparse
 
 from mnm.io import atomic_path
 
-__all__ = ["TermCounts", "count_terms", "write_term_counts", "read_term_counts", "count_section_terms"]
+__all__ = ["TermCounts", "count_terms", "count_section", "write_term_counts", "read_term_counts",
+           "count_section_terms"]
 
 _KEYS = ("article_id", "term", "data", "indices", "indptr", "shape")
 
@@ -114,14 +115,20 @@ def read_term_counts(path) -> TermCounts:
     return TermCounts(arrays["article_id"].astype(str), arrays["term"].astype(str), counts)
 
 
-def count_section_terms(articles_path, section: str, out) -> TermCounts:
-    """Count the terms of one section of every article of ``corpus/articles.parquet`` (the
-    texts the TF-IDF model reads, :func:`mnm.models.regression.section_texts`) and write them."""
-    from mnm.io import read_parquet
+def count_section(articles, section: str) -> TermCounts:
+    """Term counts of one section of every article of an articles table (the texts the TF-IDF
+    model reads, :func:`mnm.models.regression.section_texts`)."""
     from mnm.models.regression import section_texts
+
+    texts = section_texts(articles, section)
+    return count_terms(texts.index.to_numpy(), texts.to_numpy())
+
+
+def count_section_terms(articles_path, section: str, out) -> TermCounts:
+    """:func:`count_section` of ``corpus/articles.parquet``, written to ``out``."""
+    from mnm.io import read_parquet
     from mnm.text.sections import article_columns
 
-    texts = section_texts(read_parquet(articles_path, article_columns(section)), section)
-    term_counts = count_terms(texts.index.to_numpy(), texts.to_numpy())
+    term_counts = count_section(read_parquet(articles_path, article_columns(section)), section)
     write_term_counts(term_counts, out)
     return term_counts

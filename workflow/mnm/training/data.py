@@ -134,7 +134,6 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         ``text/term_counts/{section}.npz`` (:mod:`mnm.text.term_counts`): the counted
         section texts (TF-IDF), read instead of the texts; the ids are also intersected with its.
     """
-    from mnm.models.regression import section_texts
     from mnm.text.sections import article_columns
 
     text_ids, text = read_matrix(text_path, "embedding")
@@ -151,10 +150,9 @@ def load_fold_inputs(text_path, brain_path, folds_path, articles_path=None, sect
         articles = read_parquet(articles_path, article_columns(section if count_here else None))
         tables["articles"] = articles["article_id"].astype(str).to_numpy()
         if count_here:
-            from mnm.text.term_counts import count_terms  # TF-IDF only: no scipy.sparse for the others
+            from mnm.text.term_counts import count_section  # TF-IDF only: no scipy.sparse for the others
 
-            texts = section_texts(articles, section)
-            counted = count_terms(texts.index.to_numpy(), texts.to_numpy())
+            counted = count_section(articles, section)
     if term_counts is not None:
         from mnm.text.term_counts import read_term_counts
 
