@@ -15,8 +15,8 @@ exponent of each rule (slope of a least-squares line of log cost against log N).
 outside the markers (notes, GPU plan) is left alone.
 
 Run (a quiet machine; on 2 cores 1,000 articles took about 14 minutes, 5,000 about 25, 20,000 about
-60 minutes on 2026-12-05, and 20,000 took 99 minutes on the 1.5 times slower VM of 2026-12-07,
-see scale.md)::
+60 minutes on 2026-12-05; on the VM of 2026-12-07, 1.66 times slower for the same code, 20,000
+took 79 minutes with the code of a0cc173, see scale.md)::
 
     python benchmarks/scale.py --sizes 1000 5000 20000 --cores 2
 
