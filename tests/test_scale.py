@@ -173,3 +173,34 @@ def test_speed_probe_times_its_workload_in_a_fresh_python(scale, monkeypatch):
     monkeypatch.setattr(scale, "SPEED_PROBE", "raise SystemExit(3)")
     with pytest.raises(subprocess.CalledProcessError):
         scale.speed_probe(repeats=1)
+
+
+TIMELINE_LOG = """\
+[Mon Dec  7 10:00:00 2026]
+localrule corpus:
+    jobid: 1
+[Mon Dec  7 10:00:10 2026]
+rule embed_shard:
+    jobid: 2
+[Mon Dec  7 10:00:30 2026]
+Finished jobid: 1 (Rule: corpus)
+[Mon Dec  7 10:00:30 2026]
+rule train_model:
+    jobid: 3
+[Mon Dec  7 10:01:00 2026]
+Finished jobid: 2 (Rule: embed_shard)
+[Mon Dec  7 10:01:40 2026]
+Finished jobid: 3 (Rule: train_model)
+"""
+
+
+def test_dag_timeline_counts_the_seconds_each_number_of_jobs_ran():
+    spec = importlib.util.spec_from_file_location("dag_timeline", REPO / "benchmarks" / "dag_timeline.py")
+    timeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timeline)
+    spans = timeline.job_spans(TIMELINE_LOG.splitlines())
+    assert [name for name, _, _ in spans] == ["corpus", "embed_shard", "train_model"]
+    levels, alone = timeline.concurrency(spans)
+    # worked by hand: corpus alone 0-10 s, two jobs 10-60 s, train_model alone 60-100 s
+    assert (levels[0], levels[1], levels[2]) == (0, 50, 50)
+    assert alone == {"corpus": 10, "train_model": 40}
