@@ -14,9 +14,9 @@ between the ``<!-- measured -->`` markers are rewritten from all of them, with t
 exponent of each rule (slope of a least-squares line of log cost against log N). The text
 outside the markers (notes, GPU plan) is left alone.
 
-Run (a quiet machine; on 2 cores 1,000 articles took about 14 minutes, 5,000 about 25, 20,000 about
-60 minutes on 2026-12-05; on the VM of 2026-12-07, 1.66 times slower for the same code, 20,000
-took 79 minutes with the code of a0cc173, see scale.md)::
+Run (a quiet machine; on 2 cores with the code of d8ce95f, 1,000 articles took 16 minutes, 5,000
+28 and 20,000 60 minutes on the night of 2026-12-07, and 20,000 took 79 minutes on a slower 2-core
+VM of the same kind that evening, see scale.md)::
 
     python benchmarks/scale.py --sizes 1000 5000 20000 --cores 2
 
