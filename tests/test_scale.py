@@ -37,12 +37,17 @@ print(own_cpu, before_kb)
 """
 
 
-@pytest.fixture(scope="module")
-def scale():
-    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "benchmarks" / "scale.py")
+def load_benchmark(name: str, script: str):
+    """Import ``benchmarks/<script>`` (a script folder, not a package) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def scale():
+    return load_benchmark("scale_bench", "scale.py")
 
 
 def test_job_log_ends_with_the_kernels_cpu_time_and_peak_memory(tmp_path):
@@ -195,9 +200,7 @@ Finished jobid: 3 (Rule: train_model)
 
 
 def test_dag_timeline_counts_the_seconds_each_number_of_jobs_ran():
-    spec = importlib.util.spec_from_file_location("dag_timeline", REPO / "benchmarks" / "dag_timeline.py")
-    timeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timeline)
+    timeline = load_benchmark("dag_timeline", "dag_timeline.py")
     spans = timeline.job_spans(TIMELINE_LOG.splitlines())
     assert [name for name, _, _ in spans] == ["corpus", "embed_shard", "train_model"]
     levels, alone = timeline.concurrency(spans)
